@@ -1,0 +1,16 @@
+//! castwork's schema migrations, applied in order by [`Migrator`]. Each migration uses
+//! sea-query's schema builder so the same code runs on SQLite and PostgreSQL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_users;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_create_users::Migration)]
+    }
+}

@@ -1,0 +1,74 @@
+//! Authentication and authorisation.
+//!
+//! - [`password`]: argon2id hashing, plus a dummy verification for unknown users.
+//! - [`jwt`]: short-lived access tokens ([`Claims`]), signed with the one algorithm the
+//!   configuration pins (HS256, EdDSA or RS256).
+//! - [`role`]: `viewer < editor < admin`.
+//! - [`limiter`]: slows down failed logins per username and per client address.
+//! - [`service`]: [`AuthService`]: login, refresh-token rotation with reuse detection,
+//!   logout, user management.
+//!
+//! Refresh tokens are opaque random values; only their SHA-256 is stored. Each login starts a
+//! token family; using a refresh token a second time revokes the whole family.
+
+pub mod jwt;
+pub mod limiter;
+pub mod password;
+pub mod role;
+pub mod service;
+
+pub use jwt::{Claims, JwtKeys};
+pub use limiter::LoginLimiter;
+pub use role::Role;
+pub use service::{AuthService, Principal, TokenPair};
+
+/// Why authentication or a user operation failed. `crate::http::error` maps each variant to a
+/// status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token")]
+    MissingToken,
+    /// Bad signature, algorithm, issuer, audience or `nbf`, or not a JWT at all.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// The access token is past its `exp`.
+    #[error("token expired")]
+    Expired,
+    /// Unknown user or wrong password; the two are deliberately indistinguishable.
+    #[error("invalid username or password")]
+    BadCredentials,
+    /// Too many failed logins for this username or client address.
+    #[error("too many failed login attempts; retry later")]
+    RateLimited {
+        /// How long until the next attempt is accepted.
+        retry_after: std::time::Duration,
+    },
+    /// The refresh token is unknown, expired or revoked.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// A refresh token was used twice; its whole family has been revoked.
+    #[error("refresh token reuse detected; the session was revoked")]
+    RefreshReuse,
+    /// The caller's role is below the one required.
+    #[error("this action needs the {required} role")]
+    Forbidden {
+        /// The lowest role allowed.
+        required: Role,
+    },
+    /// A user with this name already exists.
+    #[error("user '{0}' already exists")]
+    UserExists(String),
+    /// A bad username, password or role; the message says what is expected.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The signing keys could not be loaded or used.
+    #[error("key configuration: {0}")]
+    KeyConfig(String),
+    /// The database failed.
+    #[error("database error")]
+    Database(#[from] sea_orm::DbErr),
+    /// Hashing a password failed (or its worker thread was lost).
+    #[error("password hashing failed")]
+    Hashing,
+}

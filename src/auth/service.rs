@@ -1,0 +1,463 @@
+//! [`AuthService`]: logins, refresh-token rotation, logout and user management over the
+//! shared database.
+//!
+//! Refresh tokens are 32 random bytes, base64url without padding; only the hex SHA-256 is
+//! stored. A login starts a token family; each refresh marks the presented token used and
+//! issues its successor in the same family, in one transaction. Presenting a used token again
+//! means it leaked (or a client raced itself): the whole family is revoked and the caller gets
+//! [`AuthError::RefreshReuse`]. Refresh lifetimes slide: each successor lives
+//! `auth.refresh_ttl_secs` from its issue.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::RngCore;
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    IntoActiveModel, QueryFilter, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+use tracing::field::Empty;
+
+use super::password::{hash_password, verify_dummy, verify_password};
+use super::{AuthError, Claims, JwtKeys, LoginLimiter, Role};
+use crate::config::AuthSettings;
+use crate::db::entities::{refresh_token, user};
+
+/// Name of the user [`AuthService::ensure_bootstrap_admin`] creates.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+const USERNAME_MIN: usize = 3;
+const USERNAME_MAX: usize = 64;
+const PASSWORD_MIN: usize = 8;
+const PASSWORD_MAX: usize = 1024;
+const REFRESH_TOKEN_BYTES: usize = 32;
+/// Ours are 43 characters; anything much longer is refused without a lookup.
+const REFRESH_TOKEN_MAX_LEN: usize = 128;
+
+/// What a successful login or refresh returns.
+#[derive(Clone, serde::Serialize)]
+pub struct TokenPair {
+    /// The JWT for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Always `"Bearer"`.
+    pub token_type: &'static str,
+    /// Lifetime of the access token, in seconds.
+    pub expires_in: u64,
+    /// Opaque token for `POST /auth/refresh`; usable once.
+    pub refresh_token: String,
+}
+
+impl fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("access_token", &"[redacted]")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// The authenticated caller, from a verified access token.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Principal {
+    /// The user id (`sub`).
+    pub user_id: String,
+    /// The username.
+    pub username: String,
+    /// The role the token carries.
+    pub role: Role,
+}
+
+impl Principal {
+    /// Refuses with [`AuthError::Forbidden`] unless the caller's role is at least `required`.
+    pub fn require(&self, required: Role) -> Result<(), AuthError> {
+        self.role.require(required)
+    }
+}
+
+impl From<Claims> for Principal {
+    fn from(claims: Claims) -> Self {
+        Self { user_id: claims.sub, username: claims.name, role: claims.role }
+    }
+}
+
+/// Authentication over the shared database. Cheap to clone.
+#[derive(Clone)]
+pub struct AuthService {
+    db: DatabaseConnection,
+    keys: Arc<JwtKeys>,
+    limiter: Arc<LoginLimiter>,
+    refresh_ttl: TimeDelta,
+}
+
+impl fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthService")
+            .field("keys", &self.keys)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .finish()
+    }
+}
+
+impl AuthService {
+    /// A service using `db` (migrated), the signing keys, and the limits in `settings`.
+    pub fn new(db: DatabaseConnection, keys: Arc<JwtKeys>, settings: &AuthSettings) -> Self {
+        let refresh_ttl = i64::try_from(settings.refresh_ttl_secs)
+            .ok()
+            .and_then(TimeDelta::try_seconds)
+            .unwrap_or(TimeDelta::MAX);
+        let limiter = Arc::new(LoginLimiter::new(settings.login_burst, settings.login_per_minute));
+        Self { db, keys, limiter, refresh_ttl }
+    }
+
+    /// The signing keys.
+    pub fn keys(&self) -> &JwtKeys {
+        &self.keys
+    }
+
+    /// Verifies an access token (without the `Bearer ` prefix) and returns its caller.
+    pub fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthError> {
+        let token = bearer_token.trim();
+        if token.is_empty() {
+            return Err(AuthError::MissingToken);
+        }
+        self.keys.verify(token).map(Principal::from)
+    }
+
+    /// Checks a username and password and starts a session.
+    ///
+    /// Unknown users and wrong passwords get the same [`AuthError::BadCredentials`] after the
+    /// same amount of hashing work; both count against the [`LoginLimiter`].
+    #[tracing::instrument(skip_all, fields(username = ?loggable(username), %client, user_id = Empty))]
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<TokenPair, AuthError> {
+        if let Err(retry_after) = self.limiter.check(username, client) {
+            tracing::warn!(retry_after_secs = retry_after.as_secs(), "login refused: too many failures");
+            return Err(AuthError::RateLimited { retry_after });
+        }
+        let found = if username.len() <= USERNAME_MAX { self.find_user(username).await? } else { None };
+        let password = password.to_owned();
+        let verified = match &found {
+            Some(user) => {
+                let phc = user.password_hash.clone();
+                blocking(move || verify_password(&password, &phc)).await?
+            }
+            None => {
+                blocking(move || {
+                    verify_dummy(&password);
+                    false
+                })
+                .await?
+            }
+        };
+        let Some(user) = found.filter(|_| verified) else {
+            self.limiter.record_failure(username, client);
+            tracing::info!("login failed");
+            return Err(AuthError::BadCredentials);
+        };
+        self.limiter.record_success(username);
+        tracing::Span::current().record("user_id", user.id.as_str());
+        let role = stored_role(&user)?;
+        let pair = self.issue_pair(&self.db, &user, role, new_id()).await?;
+        tracing::info!(%role, "login succeeded");
+        Ok(pair)
+    }
+
+    /// Exchanges a refresh token for a new pair, rotating it. See the module docs for the rules.
+    #[tracing::instrument(skip_all, fields(user_id = Empty, family_id = Empty))]
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
+        let Some(token) = self.find_refresh_token(refresh_token).await? else {
+            tracing::info!("refresh with an unknown token");
+            return Err(AuthError::InvalidRefreshToken);
+        };
+        let span = tracing::Span::current();
+        span.record("user_id", token.user_id.as_str());
+        span.record("family_id", token.family_id.as_str());
+
+        if token.revoked_at.is_some() {
+            tracing::info!("refresh with a revoked token");
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        if token.used_at.is_some() {
+            let revoked = revoke_family(&self.db, &token.family_id).await?;
+            tracing::warn!(revoked, "refresh token reuse detected; family revoked");
+            return Err(AuthError::RefreshReuse);
+        }
+        let now = Utc::now();
+        if token.expires_at <= now {
+            tracing::info!("refresh with an expired token");
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        let Some(user) = user::Entity::find_by_id(token.user_id.clone()).one(&self.db).await? else {
+            revoke_family(&self.db, &token.family_id).await?;
+            tracing::info!("refresh for a user that no longer exists");
+            return Err(AuthError::InvalidRefreshToken);
+        };
+        let role = stored_role(&user)?;
+
+        // IMMEDIATE takes SQLite's write lock up front, so concurrent refreshes queue instead
+        // of failing; PostgreSQL ignores it and re-checks the WHERE after the row lock.
+        let txn = self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await?;
+        let marked = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::UsedAt, Expr::value(now))
+            .filter(refresh_token::Column::Id.eq(token.id.as_str()))
+            .filter(refresh_token::Column::UsedAt.is_null())
+            .filter(refresh_token::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if marked == 0 {
+            txn.rollback().await?;
+            let revoked = revoke_family(&self.db, &token.family_id).await?;
+            tracing::warn!(revoked, "concurrent refresh token reuse detected; family revoked");
+            return Err(AuthError::RefreshReuse);
+        }
+        let pair = self.issue_pair(&txn, &user, role, token.family_id.clone()).await?;
+        txn.commit().await?;
+        tracing::info!(%role, "refresh token rotated");
+        Ok(pair)
+    }
+
+    /// Ends the session the refresh token belongs to by revoking its whole family.
+    /// An unknown token is not an error, so logout is idempotent.
+    #[tracing::instrument(skip_all, fields(user_id = Empty, family_id = Empty))]
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
+        let Some(token) = self.find_refresh_token(refresh_token).await? else {
+            tracing::debug!("logout with an unknown refresh token");
+            return Ok(());
+        };
+        let span = tracing::Span::current();
+        span.record("user_id", token.user_id.as_str());
+        span.record("family_id", token.family_id.as_str());
+        let revoked = revoke_family(&self.db, &token.family_id).await?;
+        tracing::info!(revoked, "logged out");
+        Ok(())
+    }
+
+    /// Creates a user. Usernames are 3–64 characters of `A-Z a-z 0-9 _ . -` and unique ignoring
+    /// case; passwords are 8–1024 characters.
+    #[tracing::instrument(skip_all, fields(username = ?loggable(username), %role, user_id = Empty))]
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        role: Role,
+    ) -> Result<user::Model, AuthError> {
+        validate_username(username)?;
+        validate_password(password)?;
+        let lower = username.to_ascii_lowercase();
+        let existing = user::Entity::find()
+            .filter(ExprTrait::eq(Func::lower(Expr::col(user::Column::Username)), lower))
+            .one(&self.db)
+            .await?;
+        if existing.is_some() {
+            return Err(AuthError::UserExists(username.to_owned()));
+        }
+        let password = password.to_owned();
+        let password_hash = blocking(move || hash_password(&password)).await??;
+        let now = Utc::now();
+        let created = user::ActiveModel {
+            id: Set(new_id()),
+            username: Set(username.to_owned()),
+            password_hash: Set(password_hash),
+            role: Set(role.as_str().to_owned()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&self.db)
+        .await
+        .map_err(|e| match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => AuthError::UserExists(username.to_owned()),
+            _ => AuthError::Database(e),
+        })?;
+        tracing::Span::current().record("user_id", created.id.as_str());
+        tracing::info!("user created");
+        Ok(created)
+    }
+
+    /// Replaces a user's password and revokes all of their refresh tokens.
+    #[tracing::instrument(skip_all, fields(username = ?loggable(username), user_id = Empty))]
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<(), AuthError> {
+        validate_password(password)?;
+        let user = self.find_user(username).await?.ok_or_else(|| no_such_user(username))?;
+        tracing::Span::current().record("user_id", user.id.as_str());
+        let password = password.to_owned();
+        let password_hash = blocking(move || hash_password(&password)).await??;
+        let user_id = user.id.clone();
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let mut active = user.into_active_model();
+        active.password_hash = Set(password_hash);
+        active.updated_at = Set(now);
+        active.update(&txn).await?;
+        let revoked = refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
+            .filter(refresh_token::Column::UserId.eq(user_id.as_str()))
+            .filter(refresh_token::Column::RevokedAt.is_null())
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+        tracing::info!(revoked, "password changed; sessions revoked");
+        Ok(())
+    }
+
+    /// Creates the `admin` user with the admin role unless a user of that name exists.
+    /// Returns whether it was created.
+    pub async fn ensure_bootstrap_admin(&self, password: &str) -> Result<bool, AuthError> {
+        if self.find_user(BOOTSTRAP_ADMIN).await?.is_some() {
+            return Ok(false);
+        }
+        match self.create_user(BOOTSTRAP_ADMIN, password, Role::Admin).await {
+            Ok(_) => {
+                tracing::info!(username = BOOTSTRAP_ADMIN, "bootstrap admin created");
+                Ok(true)
+            }
+            Err(AuthError::UserExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Issues a token pair for `username` without a password, starting a new family.
+    /// For operators (`castwork token`), never for the HTTP API.
+    #[tracing::instrument(skip_all, fields(username = ?loggable(username), user_id = Empty))]
+    pub async fn mint(&self, username: &str) -> Result<TokenPair, AuthError> {
+        let user = self.find_user(username).await?.ok_or_else(|| no_such_user(username))?;
+        tracing::Span::current().record("user_id", user.id.as_str());
+        let role = stored_role(&user)?;
+        let pair = self.issue_pair(&self.db, &user, role, new_id()).await?;
+        tracing::info!(%role, "token pair minted without a password");
+        Ok(pair)
+    }
+
+    async fn find_user(&self, username: &str) -> Result<Option<user::Model>, AuthError> {
+        Ok(user::Entity::find().filter(user::Column::Username.eq(username)).one(&self.db).await?)
+    }
+
+    async fn find_refresh_token(&self, token: &str) -> Result<Option<refresh_token::Model>, AuthError> {
+        if token.is_empty() || token.len() > REFRESH_TOKEN_MAX_LEN {
+            return Ok(None);
+        }
+        Ok(refresh_token::Entity::find()
+            .filter(refresh_token::Column::TokenHash.eq(hash_token(token)))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Issues an access token and stores a fresh refresh token in `family_id`.
+    async fn issue_pair<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        user: &user::Model,
+        role: Role,
+        family_id: String,
+    ) -> Result<TokenPair, AuthError> {
+        let (access_token, expires_in) = self.keys.issue(&user.id, &user.username, role)?;
+        let refresh_token = new_refresh_token();
+        let now = Utc::now();
+        refresh_token::ActiveModel {
+            id: Set(new_id()),
+            user_id: Set(user.id.clone()),
+            family_id: Set(family_id),
+            token_hash: Set(hash_token(&refresh_token)),
+            expires_at: Set(now.checked_add_signed(self.refresh_ttl).unwrap_or(DateTime::<Utc>::MAX_UTC)),
+            used_at: Set(None),
+            revoked_at: Set(None),
+            created_at: Set(now),
+        }
+        .insert(conn)
+        .await?;
+        Ok(TokenPair { access_token, token_type: "Bearer", expires_in, refresh_token })
+    }
+}
+
+/// Revokes every live token of a family; returns how many.
+async fn revoke_family<C: ConnectionTrait>(conn: &C, family_id: &str) -> Result<u64, DbErr> {
+    Ok(refresh_token::Entity::update_many()
+        .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(refresh_token::Column::FamilyId.eq(family_id))
+        .filter(refresh_token::Column::RevokedAt.is_null())
+        .exec(conn)
+        .await?
+        .rows_affected)
+}
+
+/// Runs CPU-heavy password work off the async workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+    tokio::task::spawn_blocking(work).await.map_err(|_| AuthError::Hashing)
+}
+
+fn stored_role(user: &user::Model) -> Result<Role, AuthError> {
+    user.role.parse().map_err(|_| {
+        tracing::error!(user_id = %user.id, "stored role is not a known role");
+        AuthError::Database(DbErr::Custom(format!("user {} has an unknown role", user.id)))
+    })
+}
+
+fn validate_username(username: &str) -> Result<(), AuthError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if (USERNAME_MIN..=USERNAME_MAX).contains(&username.len()) && username.chars().all(allowed) {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidInput(format!(
+            "username must be {USERNAME_MIN} to {USERNAME_MAX} characters of A-Z, a-z, 0-9, '_', '.' or '-'"
+        )))
+    }
+}
+
+fn validate_password(password: &str) -> Result<(), AuthError> {
+    if (PASSWORD_MIN..=PASSWORD_MAX).contains(&password.chars().count()) {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidInput(format!("password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")))
+    }
+}
+
+fn no_such_user(username: &str) -> AuthError {
+    AuthError::InvalidInput(format!("no user named '{}'", loggable(username)))
+}
+
+/// A username as it may appear in logs and messages: at most 64 characters.
+fn loggable(username: &str) -> &str {
+    username.char_indices().nth(USERNAME_MAX).map_or(username, |(end, _)| &username[..end])
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn new_refresh_token() -> String {
+    let mut bytes = [0u8; REFRESH_TOKEN_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Lower-case hex SHA-256, as stored in `refresh_tokens.token_hash`.
+fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().fold(String::with_capacity(64), |mut hex, byte| {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        hex
+    })
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[cfg(test)]
+mod tests;

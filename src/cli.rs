@@ -1,0 +1,125 @@
+//! The `castwork` command line: `serve` (default), `migrate`, `config`, `user add`, `token`.
+
+use std::io::{Read, Write};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::auth::{AuthService, JwtKeys, Role};
+use crate::config::{Settings, env};
+use crate::db;
+use crate::startup::Application;
+
+/// castwork: Explore catalogue, inference and jobs on a tree of supervised actors.
+#[derive(Debug, Parser)]
+#[command(name = "castwork", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (secrets redacted).
+    Config,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Mint an access and refresh token for a user, for scripting.
+    Token {
+        #[arg(long)]
+        username: String,
+    },
+}
+
+/// `castwork user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password comes from stdin (`--password-stdin`) or CASTWORK_USER_PASSWORD.
+    Add {
+        #[arg(long)]
+        username: String,
+        /// viewer, editor or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// Read the password from standard input (first line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+impl Cli {
+    /// Runs the chosen command with already-loaded settings.
+    pub async fn run(self, settings: Settings) -> anyhow::Result<()> {
+        match self.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                let app = Application::build(settings).await.context("failed to start castwork")?;
+                app.run_until_stopped().await.context("castwork stopped with an error")
+            }
+            Command::Migrate => {
+                let db = db::connect(&settings).await.context("failed to connect to the database")?;
+                db::migrate(&db).await.context("failed to migrate")?;
+                tracing::info!(backend = db::backend_name(&db), "migrations applied");
+                Ok(())
+            }
+            Command::Config => {
+                let text = settings.to_redacted_toml().context("failed to render the configuration")?;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "# environment: {}", settings.environment.0).context("failed to write")?;
+                out.write_all(text.as_bytes()).context("failed to write the configuration")
+            }
+            Command::User { command: UserCommand::Add { username, role, password_stdin } } => {
+                let role: Role = role.parse().context("invalid --role")?;
+                let password = read_password(password_stdin)?;
+                let auth = auth_service(&settings).await?;
+                let user = auth
+                    .create_user(&username, &password, role)
+                    .await
+                    .context("failed to create the user")?;
+                tracing::info!(username = %user.username, role = %role, "user created");
+                Ok(())
+            }
+            Command::Token { username } => {
+                if settings.auth.jwt_secret.is_empty() && settings.auth.private_key_path.is_empty() {
+                    bail!(
+                        "auth.jwt_secret is not set: a token minted now would not be accepted by a running service"
+                    );
+                }
+                let auth = auth_service(&settings).await?;
+                let pair = auth.mint(&username).await.context("failed to mint a token")?;
+                let json = serde_json::to_string_pretty(&pair).context("failed to encode the token")?;
+                writeln!(std::io::stdout().lock(), "{json}").context("failed to write the token")
+            }
+        }
+    }
+}
+
+async fn auth_service(settings: &Settings) -> anyhow::Result<AuthService> {
+    let db = db::connect(settings).await.context("failed to connect to the database")?;
+    db::migrate(&db).await.context("failed to migrate")?;
+    let (keys, _) = JwtKeys::from_settings(&settings.auth).context("failed to load the signing keys")?;
+    Ok(AuthService::new(db, std::sync::Arc::new(keys), &settings.auth))
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("failed to read the password from stdin")?;
+        let password = text.lines().next().unwrap_or_default().to_owned();
+        if password.is_empty() {
+            bail!("no password on stdin");
+        }
+        return Ok(password);
+    }
+    match std::env::var(env::USER_PASSWORD) {
+        Ok(password) if !password.is_empty() => Ok(password),
+        _ => bail!("give the password on stdin with --password-stdin, or in {}", env::USER_PASSWORD),
+    }
+}

@@ -1,0 +1,452 @@
+//! Layered configuration: embedded `config/default.toml` < `config/$CASTWORK_ENV.toml`
+//! < `CASTWORK_*` environment variables (`__` nests: `CASTWORK_SERVER__PORT=9000`).
+//!
+//! Every environment variable castwork reads is named in [`env`]; every key is
+//! documented in `docs/OPERATIONS.md`. [`Settings::load`] validates the result and
+//! reports the first bad key by its dotted name.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::supervision::backoff::Backoff;
+use crate::supervision::intensity::RestartIntensity;
+
+/// The environment variables castwork reads, in one place.
+pub mod env {
+    /// Prefix of every configuration override (`CASTWORK_SERVER__PORT`, ...).
+    pub const PREFIX: &str = "CASTWORK_";
+    /// Selects `config/$CASTWORK_ENV.toml` and the environment's rules (`production` is strict).
+    pub const ENVIRONMENT: &str = "CASTWORK_ENV";
+    /// Directory holding the per-environment TOML files (default `./config`).
+    pub const CONFIG_DIR: &str = "CASTWORK_CONFIG_DIR";
+    /// Password for the bootstrap `admin` user, created at start when absent.
+    pub const BOOTSTRAP_ADMIN_PASSWORD: &str = "CASTWORK_BOOTSTRAP_ADMIN_PASSWORD";
+    /// Password read by `castwork user add` when stdin is not used.
+    pub const USER_PASSWORD: &str = "CASTWORK_USER_PASSWORD";
+    /// Standard tracing filter; overrides `log.level` when set.
+    pub const RUST_LOG: &str = "RUST_LOG";
+    /// Keys under [`PREFIX`] that are not configuration keys.
+    pub(super) const NOT_KEYS: [&str; 4] = ["env", "config_dir", "bootstrap_admin_password", "user_password"];
+}
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or a value has the wrong type.
+    #[error("invalid configuration: {0}")]
+    Source(String),
+    /// A value parsed but is not acceptable.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `server.port`.
+        key: &'static str,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+}
+
+/// A string that never prints: `Debug`, `Display` and `Serialize` show `[redacted]`.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether no secret was configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "[redacted]" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "[redacted]" })
+    }
+}
+
+/// Which environment castwork runs in; `production` enforces stricter rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Environment(pub String);
+
+impl Environment {
+    /// Reads `CASTWORK_ENV`, defaulting to `development`.
+    pub fn from_env() -> Self {
+        Self(std::env::var(env::ENVIRONMENT).unwrap_or_else(|_| "development".to_owned()))
+    }
+    /// Whether this is `production`.
+    pub fn is_production(&self) -> bool {
+        self.0 == "production"
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Local state directory (SQLite file, ...).
+    pub data_dir: PathBuf,
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// Database connection.
+    pub database: DatabaseSettings,
+    /// Authentication.
+    pub auth: AuthSettings,
+    /// Chaos hook.
+    pub chaos: ChaosSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Health probing.
+    pub health: HealthSettings,
+    /// Supervisor defaults.
+    pub supervision: SupervisionSettings,
+    /// The environment name, from `CASTWORK_ENV` (not a key).
+    #[serde(skip_deserializing, default = "Environment::from_env")]
+    pub environment: Environment,
+    /// Password of the bootstrap `admin` user, from `CASTWORK_BOOTSTRAP_ADMIN_PASSWORD` (not a key).
+    #[serde(skip_deserializing, default = "bootstrap_admin_password")]
+    pub bootstrap_admin_password: Secret,
+}
+
+fn bootstrap_admin_password() -> Secret {
+    Secret::new(std::env::var(env::BOOTSTRAP_ADMIN_PASSWORD).unwrap_or_default())
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Empty for the embedded SQLite file; may hold a password, so it is a secret.
+    pub url: Secret,
+    pub max_connections: u32,
+    pub connect_timeout_secs: u64,
+}
+
+/// JWT signing algorithm, pinned by configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    EdDSA,
+    RS256,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: Secret,
+    pub algorithm: JwtAlgorithm,
+    pub private_key_path: String,
+    pub public_key_path: String,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+    pub login_burst: u32,
+    pub login_per_minute: u32,
+}
+
+/// `[chaos]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosSettings {
+    pub enabled: bool,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+    Compact,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSettings {
+    pub probe_interval_ms: u64,
+    pub probe_timeout_ms: u64,
+    pub degraded_latency_ms: u64,
+}
+
+/// `[supervision]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionSettings {
+    pub max_restarts: u32,
+    pub within_secs: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub down_retry_secs: u64,
+    pub ask_timeout_ms: u64,
+}
+
+impl SupervisionSettings {
+    /// The restart intensity these settings describe.
+    pub fn intensity(&self) -> RestartIntensity {
+        RestartIntensity { max_restarts: self.max_restarts, within: Duration::from_secs(self.within_secs) }
+    }
+    /// The restart backoff these settings describe (validated at load).
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(
+            Duration::from_millis(self.backoff_initial_ms),
+            Duration::from_millis(self.backoff_max_ms),
+            2.0,
+            0.5,
+        )
+        .unwrap_or_default()
+    }
+    /// How long to wait before retrying a down child, if at all.
+    pub fn down_retry(&self) -> Option<Duration> {
+        (self.down_retry_secs > 0).then(|| Duration::from_secs(self.down_retry_secs))
+    }
+    /// Deadline of an ask to an actor.
+    pub fn ask_timeout(&self) -> Duration {
+        Duration::from_millis(self.ask_timeout_ms)
+    }
+}
+
+impl Settings {
+    /// Loads the layered configuration from the process environment and validates it.
+    pub fn load() -> Result<Self, ConfigError> {
+        let environment = Environment::from_env();
+        let dir =
+            std::env::var(env::CONFIG_DIR).map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("config"));
+        let figment = Self::figment(&environment, &dir);
+        Self::from_figment(figment)
+    }
+
+    /// The layered sources, without the environment-specific rules applied.
+    pub fn figment(environment: &Environment, config_dir: &Path) -> Figment {
+        Figment::new()
+            .merge(Toml::string(DEFAULTS))
+            .merge(Toml::file(config_dir.join(format!("{}.toml", environment.0))))
+            .merge(Env::prefixed(env::PREFIX).split("__").ignore(&env::NOT_KEYS))
+    }
+
+    /// Extracts and validates settings from any figment (tests layer their own values on top).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(|e| ConfigError::Source(one_line(&e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value that parses but makes no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid { key, reason: reason.into() })
+        }
+        if self.server.host.trim().is_empty() {
+            return bad("server.host", "must not be empty");
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return bad("server.body_limit_bytes", "must be at least 1024");
+        }
+        if self.server.request_timeout_secs == 0 {
+            return bad("server.request_timeout_secs", "must be at least 1");
+        }
+        let url = self.database.url.expose();
+        let known_scheme = ["sqlite:", "postgres://", "postgresql://"].iter().any(|s| url.starts_with(s));
+        if !url.is_empty() && !known_scheme {
+            return bad("database.url", "must start with sqlite:, postgres:// or postgresql://");
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        let auth = &self.auth;
+        if auth.issuer.is_empty() {
+            return bad("auth.issuer", "must not be empty");
+        }
+        if auth.audience.is_empty() {
+            return bad("auth.audience", "must not be empty");
+        }
+        if !(10..=86_400).contains(&auth.access_ttl_secs) {
+            return bad("auth.access_ttl_secs", "must be between 10 and 86400");
+        }
+        if auth.refresh_ttl_secs < auth.access_ttl_secs {
+            return bad("auth.refresh_ttl_secs", "must be at least auth.access_ttl_secs");
+        }
+        if auth.login_burst == 0 {
+            return bad("auth.login_burst", "must be at least 1");
+        }
+        if auth.login_per_minute == 0 {
+            return bad("auth.login_per_minute", "must be at least 1");
+        }
+        match auth.algorithm {
+            JwtAlgorithm::HS256 => {
+                let len = auth.jwt_secret.expose().len();
+                if len > 0 && len < 32 {
+                    return bad("auth.jwt_secret", "must be at least 32 bytes");
+                }
+                if len == 0 && self.environment.is_production() {
+                    return bad("auth.jwt_secret", "is required in production (at least 32 bytes)");
+                }
+            }
+            JwtAlgorithm::EdDSA | JwtAlgorithm::RS256 => {
+                if auth.private_key_path.is_empty() {
+                    return bad("auth.private_key_path", "is required for EdDSA and RS256");
+                }
+                if auth.public_key_path.is_empty() {
+                    return bad("auth.public_key_path", "is required for EdDSA and RS256");
+                }
+            }
+        }
+        if self.environment.is_production() && self.chaos.enabled {
+            return bad("chaos.enabled", "must be false in production");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", "is not a valid filter directive (e.g. \"info,castwork=debug\")");
+        }
+        if self.health.probe_interval_ms < 10 {
+            return bad("health.probe_interval_ms", "must be at least 10");
+        }
+        if self.health.probe_timeout_ms == 0 {
+            return bad("health.probe_timeout_ms", "must be at least 1");
+        }
+        let sup = &self.supervision;
+        if sup.within_secs == 0 {
+            return bad("supervision.within_secs", "must be at least 1");
+        }
+        if let Err(e) = Backoff::new(
+            Duration::from_millis(sup.backoff_initial_ms),
+            Duration::from_millis(sup.backoff_max_ms),
+            2.0,
+            0.5,
+        ) {
+            return bad("supervision.backoff_initial_ms", e.to_string());
+        }
+        if sup.ask_timeout_ms == 0 {
+            return bad("supervision.ask_timeout_ms", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The address the server binds.
+    pub fn bind_address(&self) -> String {
+        format!("{}:{}", self.server.host, self.server.port)
+    }
+
+    /// The database URL in effect: the configured one, or the embedded SQLite file.
+    pub fn database_url(&self) -> String {
+        let url = self.database.url.expose();
+        if url.is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("castwork.db").display())
+        } else {
+            url.to_owned()
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Source(e.to_string()))
+    }
+}
+
+/// figment errors can span lines and list several causes; keep the first, on one line.
+fn one_line(error: &figment::Error) -> String {
+    let mut text = error.to_string().replace('\n', " ");
+    let key = error.path.join(".");
+    if !key.is_empty() && !text.contains(&key) {
+        text = format!("{key}: {text}");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn base() -> Figment {
+        Figment::new().merge(Toml::string(DEFAULTS))
+    }
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let s = Settings::from_figment(base()).unwrap();
+        assert_eq!(s.server.port, 8080);
+        assert_eq!(s.server.host, "127.0.0.1");
+        assert!(s.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err =
+            Settings::from_figment(base().merge(Serialized::default("server.port", "nope"))).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("server.port"), "{text}");
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = Settings::from_figment(base().merge(Serialized::default("server.prot", 1))).unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        let err = Settings::from_figment(base().merge(Serialized::default("auth.jwt_secret", "short")))
+            .unwrap_err();
+        assert!(err.to_string().contains("auth.jwt_secret"), "{err}");
+    }
+
+    #[test]
+    fn bad_database_scheme_is_refused() {
+        let err = Settings::from_figment(base().merge(Serialized::default("database.url", "mysql://x")))
+            .unwrap_err();
+        assert!(err.to_string().contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::from_figment(
+            base().merge(Serialized::default("auth.jwt_secret", "0123456789abcdef0123456789abcdef-secret")),
+        )
+        .unwrap();
+        let toml = s.to_redacted_toml().unwrap();
+        assert!(!toml.contains("-secret"));
+        assert!(toml.contains("[redacted]"));
+        assert!(!format!("{s:?}").contains("-secret"));
+    }
+}

@@ -1,0 +1,81 @@
+//! The shared database: connection (embedded SQLite by default, PostgreSQL when
+//! `database.url` says so), migrations, and the sea-orm entities.
+
+pub mod entities;
+
+use std::time::Duration;
+
+use migration::MigratorTrait;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+
+use crate::config::Settings;
+
+/// Why the database could not be reached or prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The data directory for the embedded SQLite file could not be created.
+    #[error("failed to create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    /// The connection could not be opened.
+    #[error("failed to connect to the database ({backend}): {source}")]
+    Connect { backend: &'static str, source: DbErr },
+    /// A migration failed.
+    #[error("failed to run migrations: {0}")]
+    Migrate(DbErr),
+}
+
+/// Opens the connection pool described by the settings. For the embedded SQLite
+/// file, creates `data_dir` when missing and turns on WAL.
+pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbError> {
+    let url = settings.database_url();
+    let backend = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+    if settings.database.url.is_empty() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|source| DbError::DataDir { path: settings.data_dir.display().to_string(), source })?;
+    }
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(settings.database.max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(settings.database.connect_timeout_secs))
+        .acquire_timeout(Duration::from_secs(settings.database.connect_timeout_secs))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+        });
+    let db = Database::connect(options).await.map_err(|source| DbError::Connect { backend, source })?;
+    Ok(db)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbError> {
+    migration::Migrator::up(db, None).await.map_err(DbError::Migrate)
+}
+
+/// Pool size and idle connections, for the pool gauges.
+pub fn pool_stats(db: &DatabaseConnection) -> (u32, u32) {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), u32::try_from(pool.num_idle()).unwrap_or(u32::MAX))
+        }
+        DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), u32::try_from(pool.num_idle()).unwrap_or(u32::MAX))
+        }
+        _ => (0, 0),
+    }
+}
+
+/// The backend's name, for health and logs.
+pub fn backend_name(db: &DatabaseConnection) -> &'static str {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => "sqlite",
+        DbBackend::Postgres => "postgres",
+        _ => "other",
+    }
+}

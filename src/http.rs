@@ -1,0 +1,140 @@
+//! The HTTP layer: one file per API area, one error type, one router. Handlers
+//! only validate input, ask actors or services, and map the answer to HTTP.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod ops;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::routing::{get, post};
+use sea_orm::DatabaseConnection;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::actors::root::Runtime;
+use crate::auth::AuthService;
+use crate::config::Settings;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Arc<Settings>,
+    runtime: Arc<Runtime>,
+    auth: AuthService,
+    db: DatabaseConnection,
+    shutting_down: AtomicBool,
+    started: tokio::time::Instant,
+}
+
+impl AppState {
+    /// Bundles the node's parts for the handlers.
+    pub fn new(
+        settings: Arc<Settings>,
+        runtime: Arc<Runtime>,
+        auth: AuthService,
+        db: DatabaseConnection,
+    ) -> Self {
+        let inner = Inner {
+            settings,
+            runtime,
+            auth,
+            db,
+            shutting_down: AtomicBool::new(false),
+            started: tokio::time::Instant::now(),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+    /// The effective configuration.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+    /// The actor tree.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+    /// Authentication.
+    pub fn auth(&self) -> &AuthService {
+        &self.inner.auth
+    }
+    /// The database pool (for pool gauges only; handlers go through services).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+    /// Marks the node as shutting down: readiness turns 503.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+    /// Time since the node started.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let settings = state.settings().clone();
+    let api = Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health", get(health::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/me", get(auth::me))
+        .route("/api/v1/admin/users", post(admin::create_user))
+        .route("/api/v1/admin/actors", get(admin::actors))
+        .route("/api/v1/admin/chaos", post(admin::chaos))
+        .fallback(middleware::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate))
+        .layer(axum::middleware::from_fn(middleware::track))
+        .with_state(state);
+
+    let request_span = |req: &Request<_>| {
+        let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info_span!(
+            "http",
+            method = %req.method(),
+            path = %req.uri().path(),
+            request_id = %request_id,
+            user = tracing::field::Empty,
+        )
+    };
+
+    api.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(axum::middleware::from_fn(middleware::json_errors))
+            .layer(CatchPanicLayer::custom(middleware::panic_response))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Duration::from_secs(settings.server.request_timeout_secs),
+            ))
+            .layer(DefaultBodyLimit::max(settings.server.body_limit_bytes)),
+    )
+}

@@ -1,0 +1,237 @@
+//! The one place where errors become HTTP: a status, a stable `code`, and a JSON
+//! body `{"error":{"code","message"}}` (plus per-field `fields` for validation).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::supervision::slot::AskError;
+
+/// Every error an HTTP handler can return.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input the client must fix (400).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// Missing or unusable credentials (401, with `WWW-Authenticate`).
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    /// Authenticated, but not allowed (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource or route (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is larger than `server.body_limit_bytes` (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The body is not JSON (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Well-formed but invalid values (422), per field.
+    #[error("{message}")]
+    Validation { message: String, fields: BTreeMap<String, String> },
+    /// Slowed down (429, with `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: Duration },
+    /// A dependency or actor cannot answer now (503, with `Retry-After`).
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String, retry_after: Duration },
+    /// A bug or an unexpected dependency error (500); the detail is logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fields: Option<&'a BTreeMap<String, String>>,
+}
+
+impl ApiError {
+    /// A 400 with the given stable code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest { code, message: message.into() }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::Unauthorized { code, .. }
+            | Self::Unavailable { code, .. } => code,
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Validation { .. } => "validation_failed",
+            Self::TooManyRequests { .. } => "rate_limited",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON body for an arbitrary status (used for responses that did not come from a handler).
+    pub fn body_for(status: StatusCode, code: &str, message: String) -> Response {
+        let body = Body { error: Inner { code, message, fields: None } };
+        (status, Json(body)).into_response()
+    }
+}
+
+fn retry_after(seconds: Duration) -> HeaderValue {
+    HeaderValue::from(seconds.as_secs().max(1))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+        }
+        let fields = match &self {
+            Self::Validation { fields, .. } => Some(fields),
+            _ => None,
+        };
+        let body = Body { error: Inner { code, message: self.to_string(), fields } };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Self::Unauthorized { code, .. } => {
+                let value = match *code {
+                    "invalid_token" | "token_expired" => "Bearer realm=\"castwork\", error=\"invalid_token\"",
+                    _ => "Bearer realm=\"castwork\"",
+                };
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+            }
+            Self::TooManyRequests { retry_after: after, .. }
+            | Self::Unavailable { retry_after: after, .. } => {
+                headers.insert(header::RETRY_AFTER, retry_after(*after));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let unauthorized = |code, message: String| Self::Unauthorized { code, message };
+        match err {
+            AuthError::MissingToken => unauthorized("missing_token", err.to_string()),
+            AuthError::InvalidToken(_) => unauthorized("invalid_token", err.to_string()),
+            AuthError::Expired => unauthorized("token_expired", err.to_string()),
+            AuthError::BadCredentials => unauthorized("invalid_credentials", err.to_string()),
+            AuthError::InvalidRefreshToken => unauthorized("invalid_refresh_token", err.to_string()),
+            AuthError::RefreshReuse => unauthorized("refresh_token_reused", err.to_string()),
+            AuthError::RateLimited { retry_after } => {
+                Self::TooManyRequests { message: err.to_string(), retry_after }
+            }
+            AuthError::Forbidden { .. } => Self::Forbidden(err.to_string()),
+            AuthError::UserExists(_) => Self::Conflict(err.to_string()),
+            AuthError::InvalidInput(message) => Self::Validation { message, fields: BTreeMap::new() },
+            AuthError::KeyConfig(_) | AuthError::Database(_) | AuthError::Hashing => {
+                Self::Internal(format!("auth: {err:?}"))
+            }
+        }
+    }
+}
+
+impl From<AskError> for ApiError {
+    fn from(err: AskError) -> Self {
+        let code = match err {
+            AskError::Unavailable(_) => "actor_unavailable",
+            AskError::Timeout(_) => "actor_timeout",
+        };
+        Self::Unavailable { code, message: err.to_string(), retry_after: Duration::from_secs(1) }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let message = rejection.body_text();
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(message),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(
+                "expected a request body with content-type application/json".to_owned(),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY => Self::Validation { message, fields: BTreeMap::new() },
+            _ => Self::bad_request("malformed_json", message),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        match err {
+            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => Self::Unavailable {
+                code: "database_unavailable",
+                message: "the database is unavailable".to_owned(),
+                retry_after: Duration::from_secs(2),
+            },
+            other => Self::Internal(format!("database: {other}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes() {
+        assert_eq!(ApiError::from(AuthError::Expired).status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(ApiError::from(AuthError::Expired).code(), "token_expired");
+        let e = ApiError::from(AskError::Timeout("health"));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let r = e.into_response();
+        assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let r = ApiError::from(AuthError::MissingToken).into_response();
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_some());
+    }
+}

@@ -1,0 +1,144 @@
+//! `GET /health/live`, `GET /health/ready`, `GET /health`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppState;
+use crate::actors::health::{ComponentHealth, ComponentStatus, HealthMsg, HealthReport};
+use crate::supervision::tree::NodeStatus;
+
+/// The node's overall status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overall {
+    Ok,
+    Degraded,
+    Down,
+}
+
+#[derive(Serialize)]
+struct HealthBody {
+    status: Overall,
+    version: &'static str,
+    uptime_secs: u64,
+    components: BTreeMap<String, ComponentHealth>,
+    actors_down: Vec<String>,
+}
+
+/// 200 while the process runs.
+#[tracing::instrument(skip_all)]
+pub async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "alive" }))
+}
+
+/// Folds component statuses into the node's status: a critical component down
+/// makes the node down; anything else not ok makes it degraded.
+pub fn overall(components: &BTreeMap<String, ComponentHealth>, actors_down: usize) -> Overall {
+    let mut overall = if actors_down > 0 { Overall::Degraded } else { Overall::Ok };
+    for c in components.values() {
+        match c.status {
+            ComponentStatus::Down if c.critical => return Overall::Down,
+            ComponentStatus::Ok => {}
+            _ => overall = Overall::Degraded,
+        }
+    }
+    overall
+}
+
+async fn report(state: &AppState) -> BTreeMap<String, ComponentHealth> {
+    let health = &state.runtime().health;
+    match health.ask(state.runtime().ask_timeout(), HealthMsg::Report).await {
+        Ok(HealthReport { components }) => components,
+        Err(err) => {
+            // the monitor itself is missing: say so rather than guess about the rest
+            let monitor = ComponentHealth {
+                status: ComponentStatus::Down,
+                critical: false,
+                latency_ms: None,
+                last_error: Some(err.to_string()),
+                checked_at: None,
+                consecutive_failures: 0,
+                breaker: None,
+            };
+            BTreeMap::from([("health_monitor".to_owned(), monitor)])
+        }
+    }
+}
+
+/// 200 when the node can serve; 503 with the reason otherwise.
+#[tracing::instrument(skip_all)]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    if state.is_shutting_down() {
+        let body = serde_json::json!({ "ready": false, "reason": "shutting down" });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    let components = report(&state).await;
+    let blocking: Vec<_> = components
+        .iter()
+        .filter(|(_, c)| c.critical && matches!(c.status, ComponentStatus::Down | ComponentStatus::Unknown))
+        .map(|(name, c)| {
+            let why = c.last_error.clone().unwrap_or_else(|| "not probed yet".to_owned());
+            serde_json::json!({ "component": name, "status": c.status, "reason": why })
+        })
+        .collect();
+    if blocking.is_empty() {
+        (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response()
+    } else {
+        let body = serde_json::json!({ "ready": false, "reason": "a critical component is not ok", "components": blocking });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// Every component with its status, latency, last error and breaker state, plus
+/// supervised actors that are down. 503 when the node is down.
+#[tracing::instrument(skip_all)]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let components = report(&state).await;
+    let tree = state.runtime().tree().await;
+    let actors_down: Vec<String> =
+        tree.walk().into_iter().filter(|n| n.status == NodeStatus::Down).map(|n| n.name.clone()).collect();
+    let status = overall(&components, actors_down.len());
+    let body = HealthBody {
+        status,
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: state.uptime().as_secs(),
+        components,
+        actors_down,
+    };
+    let code = if status == Overall::Down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(status: ComponentStatus, critical: bool) -> ComponentHealth {
+        ComponentHealth {
+            status,
+            critical,
+            latency_ms: None,
+            last_error: None,
+            checked_at: None,
+            consecutive_failures: 0,
+            breaker: None,
+        }
+    }
+
+    #[test]
+    fn folding() {
+        let mut m = BTreeMap::new();
+        m.insert("db".to_owned(), c(ComponentStatus::Ok, true));
+        assert_eq!(overall(&m, 0), Overall::Ok);
+        assert_eq!(overall(&m, 1), Overall::Degraded);
+        m.insert("redis".to_owned(), c(ComponentStatus::Down, false));
+        assert_eq!(overall(&m, 0), Overall::Degraded);
+        m.insert("db".to_owned(), c(ComponentStatus::Down, true));
+        assert_eq!(overall(&m, 0), Overall::Down);
+    }
+}

@@ -1,0 +1,17 @@
+//! `GET /metrics`: Prometheus text.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::AppState;
+use crate::{db, metrics, telemetry};
+
+/// Renders every metric, refreshing the pool gauges first.
+#[tracing::instrument(skip_all)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let (size, idle) = db::pool_stats(state.db());
+    metrics::db_pool(size, idle, state.settings().database.max_connections);
+    let body = telemetry::prometheus().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}

@@ -1,0 +1,30 @@
+//! castwork: a backend built as a tree of supervised actors.
+//!
+//! # Module map
+//! | module | what lives there |
+//! |---|---|
+//! | [`config`] | layered configuration (`config/default.toml` < `config/$CASTWORK_ENV.toml` < `CASTWORK_*`), validation, secrets |
+//! | [`telemetry`] | tracing subscriber and the Prometheus recorder |
+//! | [`metrics`] | every metric name, and the helpers that emit them |
+//! | [`db`] | connection (SQLite default, PostgreSQL), migrations, entities |
+//! | [`auth`] | users, argon2id passwords, JWT access tokens, rotating refresh tokens, login slow-down |
+//! | [`supervision`] | restart strategies, intensity, backoff, circuit breaker, the generic supervisor, the tree snapshot |
+//! | [`actors`] | one actor per file: the root tree and the HealthActor |
+//! | [`http`] | the axum router, one file per API area, the error model |
+//! | [`startup`] | [`startup::Application`]: build a node, run it, shut it down gracefully |
+//! | [`cli`] | the `castwork` command line |
+//!
+//! A request flows: axum handler → (auth middleware) → ask an actor through its
+//! [`supervision::slot::ActorSlot`] with a deadline → map the answer or the
+//! timeout to HTTP in [`http::error`].
+
+pub mod actors;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod metrics;
+pub mod startup;
+pub mod supervision;
+pub mod telemetry;

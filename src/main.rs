@@ -1,0 +1,31 @@
+//! The `castwork` binary: parse the command line, load and validate the
+//! configuration, set up telemetry, run the command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use castwork::cli::Cli;
+use castwork::config::Settings;
+use castwork::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("castwork: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_tracing(&settings.log);
+    match cli.run(settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "castwork failed");
+            eprintln!("castwork: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

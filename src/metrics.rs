@@ -1,0 +1,97 @@
+//! Every metric castwork exports, named once.
+//!
+//! Names and labels are documented in `docs/OPERATIONS.md`; the helpers below are
+//! the only places that emit them, so a name cannot drift between call sites.
+
+use std::time::Duration;
+
+/// HTTP requests served, by matched route, method and status.
+pub const HTTP_REQUESTS_TOTAL: &str = "castwork_http_requests_total";
+/// HTTP request latency in seconds, by matched route, method and status.
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "castwork_http_request_duration_seconds";
+/// Actor restarts performed by a supervisor, by actor name and cause (`failed`, `killed`, `stopped`).
+pub const ACTOR_RESTARTS_TOTAL: &str = "castwork_actor_restarts_total";
+/// Actor failures seen by a supervisor, by actor name and kind (`panic`, `error`, `killed`, `stopped`).
+pub const ACTOR_FAILURES_TOTAL: &str = "castwork_actor_failures_total";
+/// 1 while a supervised actor is marked down (past its restart intensity), else 0.
+pub const ACTOR_DOWN: &str = "castwork_actor_down";
+/// Circuit-breaker state by breaker: 0 closed, 1 half-open, 2 open, 3 forced open.
+pub const BREAKER_STATE: &str = "castwork_breaker_state";
+/// Circuit-breaker transitions by breaker, from and to.
+pub const BREAKER_TRANSITIONS_TOTAL: &str = "castwork_breaker_transitions_total";
+/// Calls rejected by an open breaker.
+pub const BREAKER_REJECTED_TOTAL: &str = "castwork_breaker_rejected_total";
+/// Database pool connections (all, idle), by state.
+pub const DB_POOL_CONNECTIONS: &str = "castwork_db_pool_connections";
+/// Database pool configured maximum.
+pub const DB_POOL_MAX_CONNECTIONS: &str = "castwork_db_pool_max_connections";
+/// Health status per component: 0 ok, 1 degraded, 2 down.
+pub const HEALTH_STATUS: &str = "castwork_health_status";
+/// Health probe latency in seconds, by component.
+pub const HEALTH_PROBE_DURATION_SECONDS: &str = "castwork_health_probe_duration_seconds";
+/// Logins refused, by reason (`bad_credentials`, `rate_limited`).
+pub const AUTH_LOGIN_FAILURES_TOTAL: &str = "castwork_auth_login_failures_total";
+/// Chaos actions applied, by actor and action.
+pub const CHAOS_ACTIONS_TOTAL: &str = "castwork_chaos_actions_total";
+
+/// Records one served HTTP request.
+pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
+    let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
+    metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
+    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(elapsed.as_secs_f64());
+}
+
+/// Records a failure of a supervised actor.
+pub fn actor_failure(actor: &str, kind: &'static str) {
+    metrics::counter!(ACTOR_FAILURES_TOTAL, "actor" => actor.to_owned(), "kind" => kind).increment(1);
+}
+
+/// Records a restart of a supervised actor.
+pub fn actor_restart(actor: &str, cause: &'static str) {
+    metrics::counter!(ACTOR_RESTARTS_TOTAL, "actor" => actor.to_owned(), "cause" => cause).increment(1);
+}
+
+/// Sets whether a supervised actor is down.
+pub fn actor_down(actor: &str, down: bool) {
+    metrics::gauge!(ACTOR_DOWN, "actor" => actor.to_owned()).set(if down { 1.0 } else { 0.0 });
+}
+
+/// Sets a breaker's current state as its numeric code.
+pub fn breaker_state(breaker: &str, code: f64) {
+    metrics::gauge!(BREAKER_STATE, "breaker" => breaker.to_owned()).set(code);
+}
+
+/// Records one breaker transition.
+pub fn breaker_transition(breaker: &str, from: &'static str, to: &'static str) {
+    metrics::counter!(BREAKER_TRANSITIONS_TOTAL, "breaker" => breaker.to_owned(), "from" => from, "to" => to)
+        .increment(1);
+}
+
+/// Records one call rejected by a breaker.
+pub fn breaker_rejected(breaker: &str) {
+    metrics::counter!(BREAKER_REJECTED_TOTAL, "breaker" => breaker.to_owned()).increment(1);
+}
+
+/// Sets the database pool gauges.
+pub fn db_pool(size: u32, idle: u32, max: u32) {
+    metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "all").set(f64::from(size));
+    metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(f64::from(idle));
+    metrics::gauge!(DB_POOL_MAX_CONNECTIONS).set(f64::from(max));
+}
+
+/// Records a health probe result for a component.
+pub fn health_probe(component: &str, status_code: f64, elapsed: Duration) {
+    metrics::gauge!(HEALTH_STATUS, "component" => component.to_owned()).set(status_code);
+    metrics::histogram!(HEALTH_PROBE_DURATION_SECONDS, "component" => component.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Records a refused login.
+pub fn login_failure(reason: &'static str) {
+    metrics::counter!(AUTH_LOGIN_FAILURES_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Records an applied chaos action.
+pub fn chaos_action(actor: &str, action: &'static str) {
+    metrics::counter!(CHAOS_ACTIONS_TOTAL, "actor" => actor.to_owned(), "action" => action).increment(1);
+}

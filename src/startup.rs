@@ -1,0 +1,144 @@
+//! [`Application`]: builds a node (database, migrations, auth, actor tree, router)
+//! and runs it until a shutdown signal, then drains requests and stops the actors
+//! children-first.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::SpawnErr;
+use tokio::net::TcpListener;
+
+use crate::actors::root::Runtime;
+use crate::auth::{AuthError, AuthService, JwtKeys};
+use crate::config::Settings;
+use crate::db::{self, DbError};
+use crate::http::{self, AppState};
+use crate::telemetry;
+
+/// Why a node could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("failed to set up authentication: {0}")]
+    Auth(#[from] AuthError),
+    #[error("failed to start the actor tree: {0}")]
+    Actors(#[from] SpawnErr),
+    #[error("failed to bind {address}: {source}")]
+    Bind { address: String, source: std::io::Error },
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built node, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    runtime: Arc<Runtime>,
+}
+
+impl Application {
+    /// Connects and migrates the database, sets up auth, starts the actor tree and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        telemetry::prometheus();
+        let settings = Arc::new(settings);
+        let db = db::connect(&settings).await?;
+        db::migrate(&db).await?;
+        tracing::info!(backend = db::backend_name(&db), "database ready");
+
+        let (keys, generated) = JwtKeys::from_settings(&settings.auth)?;
+        if generated {
+            tracing::warn!(
+                "no auth.jwt_secret configured: using a random development secret; tokens will not survive a \
+                 restart and nodes will not accept each other's tokens. Set CASTWORK_AUTH__JWT_SECRET (>= 32 bytes)"
+            );
+        }
+        let auth = AuthService::new(db.clone(), Arc::new(keys), &settings.auth);
+        if !settings.bootstrap_admin_password.is_empty()
+            && auth.ensure_bootstrap_admin(settings.bootstrap_admin_password.expose()).await?
+        {
+            tracing::info!(username = "admin", "bootstrap admin created");
+        }
+
+        let runtime = Arc::new(Runtime::start(&settings, db.clone()).await?);
+        let address = settings.bind_address();
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| StartupError::Bind { address: address.clone(), source })?;
+        let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
+        let state = AppState::new(settings, runtime.clone(), auth, db);
+        Ok(Self { listener, port, state, runtime })
+    }
+
+    /// The bound port (useful with `server.port = 0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run_until_stopped(self) -> Result<(), StartupError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `signal` completes; then stops accepting, drains in-flight
+    /// requests (up to `server.shutdown_grace_secs`) and stops the actor tree.
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let Self { listener, port, state, runtime } = self;
+        let grace = Duration::from_secs(state.settings().server.shutdown_grace_secs);
+        let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
+        let notify_state = state.clone();
+        let signal = async move {
+            signal.await;
+            tracing::info!("shutdown requested; draining in-flight requests");
+            notify_state.begin_shutdown();
+            let _ = fired_tx.send(true);
+        };
+        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        tracing::info!(port, "castwork listening");
+        let serve = axum::serve(listener, app).with_graceful_shutdown(signal);
+        let grace_expired = async move {
+            let _ = fired_rx.wait_for(|fired| *fired).await;
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            result = serve.into_future() => result.map_err(StartupError::Serve),
+            () = grace_expired => {
+                tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period; closing them");
+                Ok(())
+            }
+        };
+        runtime.shutdown(grace).await;
+        tracing::info!("castwork stopped");
+        result
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

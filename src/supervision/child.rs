@@ -1,0 +1,86 @@
+//! How a supervisor starts a child: [`ChildSpec`] names the child and holds its
+//! start function; [`StartedChild`] is what the start function hands back.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ractor::{ActorCell, ActorRef, Message, SpawnErr};
+
+use super::breaker::CircuitBreaker;
+use super::supervisor::SupervisorMsg;
+use super::tree::ActorStats;
+
+/// A message type that can carry the chaos hook's injected panic.
+pub trait ChaosTarget: Message {
+    /// The message whose handling panics.
+    fn chaos_panic() -> Self;
+}
+
+/// What a start function receives.
+pub struct ChildContext {
+    /// The supervisor to link the child to (`Actor::spawn_linked`).
+    pub supervisor: ActorCell,
+    /// Counters that outlive each incarnation; the child calls `stats.handled()` per message.
+    pub stats: Arc<ActorStats>,
+}
+
+/// The future a start function returns.
+pub type StartFuture = Pin<Box<dyn Future<Output = Result<StartedChild, SpawnErr>> + Send>>;
+
+type StartFn = dyn Fn(ChildContext) -> StartFuture + Send + Sync;
+
+/// A child as its supervisor knows it.
+pub struct ChildSpec {
+    pub(super) name: String,
+    pub(super) kind: &'static str,
+    pub(super) breaker: Option<Arc<CircuitBreaker>>,
+    pub(super) start: Box<StartFn>,
+}
+
+impl ChildSpec {
+    /// A child called `name` of the given kind, started by `start`.
+    pub fn new<F, Fut>(name: impl Into<String>, kind: &'static str, start: F) -> Self
+    where
+        F: Fn(ChildContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<StartedChild, SpawnErr>> + Send + 'static,
+    {
+        Self { name: name.into(), kind, breaker: None, start: Box::new(move |ctx| Box::pin(start(ctx))) }
+    }
+
+    /// Shows this breaker's state beside the child in the actor tree.
+    pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// The child's name, unique within the node.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A running child: its cell plus the means to reach it for snapshots and chaos.
+pub struct StartedChild {
+    pub(super) cell: ActorCell,
+    pub(super) control: Control,
+}
+
+pub(super) enum Control {
+    Worker { inject_panic: Box<dyn Fn() -> bool + Send + Sync> },
+    Supervisor(ActorRef<SupervisorMsg>),
+}
+
+impl StartedChild {
+    /// A worker actor.
+    pub fn worker<M: ChaosTarget>(actor: ActorRef<M>) -> Self {
+        let cell = actor.get_cell();
+        let inject_panic = Box::new(move || actor.cast(M::chaos_panic()).is_ok());
+        Self { cell, control: Control::Worker { inject_panic } }
+    }
+
+    /// A nested supervisor.
+    pub fn supervisor(actor: ActorRef<SupervisorMsg>) -> Self {
+        Self { cell: actor.get_cell(), control: Control::Supervisor(actor) }
+    }
+}

@@ -1,0 +1,105 @@
+//! [`ActorSlot`]: where callers find the current incarnation of a supervised actor,
+//! and [`ask`], the one way handlers call actors (deadline, one retry after a restart).
+
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, Message, RpcReplyPort};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Why an ask did not get an answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AskError {
+    /// The actor is not running (restarting or down) and did not come back in time.
+    #[error("{0} is unavailable")]
+    Unavailable(&'static str),
+    /// The actor did not answer before the deadline.
+    #[error("{0} did not answer in time")]
+    Timeout(&'static str),
+}
+
+/// The current [`ActorRef`] of a supervised actor; its start function publishes
+/// each new incarnation here.
+pub struct ActorSlot<M: Message> {
+    name: &'static str,
+    tx: watch::Sender<Option<ActorRef<M>>>,
+}
+
+impl<M: Message> Clone for ActorSlot<M> {
+    fn clone(&self) -> Self {
+        Self { name: self.name, tx: self.tx.clone() }
+    }
+}
+
+impl<M: Message> ActorSlot<M> {
+    /// An empty slot for the actor called `name`.
+    pub fn new(name: &'static str) -> Self {
+        Self { name, tx: watch::Sender::new(None) }
+    }
+
+    /// Publishes a new incarnation.
+    pub fn set(&self, actor: ActorRef<M>) {
+        self.tx.send_replace(Some(actor));
+    }
+
+    /// The current incarnation, if any.
+    pub fn get(&self) -> Option<ActorRef<M>> {
+        self.tx.borrow().clone()
+    }
+
+    /// The actor's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Waits until an incarnation other than `previous` is published, or the deadline.
+    async fn next_incarnation(
+        &self,
+        previous: Option<ractor::ActorId>,
+        deadline: Instant,
+    ) -> Option<ActorRef<M>> {
+        let mut rx = self.tx.subscribe();
+        let wait = rx.wait_for(|current| match (current, previous) {
+            (Some(actor), Some(prev)) => actor.get_id() != prev,
+            (Some(_), None) => true,
+            (None, _) => false,
+        });
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(actor)) => actor.clone(),
+            _ => None,
+        }
+    }
+
+    /// Calls the actor with a deadline. If the actor is dead when asked (or dies
+    /// before answering), waits for its supervisor to restart it and tries once
+    /// more within the same deadline.
+    pub async fn ask<T, F>(&self, timeout: Duration, build: F) -> Result<T, AskError>
+    where
+        T: Send + 'static,
+        F: Fn(RpcReplyPort<T>) -> M,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut previous = None;
+        for _attempt in 0..2 {
+            let actor = match self.get() {
+                Some(actor) if Some(actor.get_id()) != previous => Some(actor),
+                _ => self.next_incarnation(previous, deadline).await,
+            };
+            let Some(actor) = actor else {
+                return Err(AskError::Unavailable(self.name));
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(AskError::Timeout(self.name));
+            }
+            match actor.call(&build, Some(remaining)).await {
+                Ok(CallResult::Success(value)) => return Ok(value),
+                Ok(CallResult::Timeout) => return Err(AskError::Timeout(self.name)),
+                // the actor died with our message in its mailbox, or before we sent it
+                Ok(CallResult::SenderError) | Err(_) => previous = Some(actor.get_id()),
+            }
+        }
+        Err(AskError::Unavailable(self.name))
+    }
+}

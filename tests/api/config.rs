@@ -1,0 +1,59 @@
+//! The binary's configuration handling, run as a process.
+
+use std::process::Command;
+
+fn castwork() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_castwork"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CASTWORK_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn bad_value_exits_non_zero_naming_the_key() {
+    let output = castwork().arg("config").env("CASTWORK_SERVER__PORT", "not-a-port").output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("server.port"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+#[test]
+fn invalid_value_exits_non_zero_naming_the_key() {
+    let output = castwork().arg("config").env("CASTWORK_AUTH__ACCESS_TTL_SECS", "0").output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("auth.access_ttl_secs"));
+}
+
+#[test]
+fn production_refuses_to_start_without_a_secret() {
+    let output = castwork().arg("config").env("CASTWORK_ENV", "production").output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("auth.jwt_secret"));
+}
+
+#[test]
+fn config_prints_the_effective_configuration_with_secrets_redacted() {
+    let output = castwork()
+        .arg("config")
+        .env("CASTWORK_SERVER__PORT", "9000")
+        .env("CASTWORK_AUTH__JWT_SECRET", "super-secret-value-0123456789abcdef")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("port = 9000"), "{stdout}");
+    assert!(stdout.contains("[redacted]"));
+    assert!(!stdout.contains("super-secret-value"));
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    let output = castwork().arg("config").env("CASTWORK_SERVER__PROT", "9000").output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("prot"));
+}

@@ -1,0 +1,240 @@
+//! `spawn_app`: a node on port 0 with its own database.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use castwork::config::{Environment, Secret, Settings};
+use castwork::startup::Application;
+use figment::providers::Serialized;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use tokio::time::Instant;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test body once per backend: `both!(name_of_async_fn_taking_backend)`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("CASTWORK_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub const ADMIN_PASSWORD: &str = "bootstrap-admin-password";
+pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+/// A running node and what a test needs to talk to it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    _db: DbGuard,
+}
+
+struct DbGuard {
+    temp_dir: PathBuf,
+    pg_database: Option<String>,
+}
+
+impl Drop for DbGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.temp_dir);
+        if let Some(name) = self.pg_database.take() {
+            // drop on a separate thread: Drop cannot await, and the test's runtime is busy ending
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                    return;
+                };
+                rt.block_on(async move {
+                    if let Ok(db) = Database::connect(pg_admin_url()).await {
+                        let _ = db
+                            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Settings for tests: the embedded defaults, `config/test.toml`, port 0, a temp data dir.
+pub fn test_settings(temp_dir: &Path, database_url: &str) -> Settings {
+    let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let figment = Settings::figment(&Environment("test".to_owned()), &config_dir)
+        .merge(Serialized::default("server.port", 0))
+        .merge(Serialized::default("data_dir", temp_dir.display().to_string()))
+        .merge(Serialized::default("database.url", database_url))
+        .merge(Serialized::default("database.max_connections", 5))
+        .merge(Serialized::default("auth.jwt_secret", JWT_SECRET));
+    let mut settings = Settings::from_figment(figment).expect("test settings are valid");
+    settings.environment = Environment("test".to_owned());
+    settings.bootstrap_admin_password = Secret::new(ADMIN_PASSWORD);
+    settings
+}
+
+/// A node on SQLite with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Backend::Sqlite, |_| {}).await
+}
+
+/// A node on `backend`, with `tweak` applied to its settings before it starts.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let temp_dir = std::env::temp_dir().join(format!("castwork-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&temp_dir).expect("temp dir");
+    let (url, pg_database) = match backend {
+        Backend::Sqlite => (format!("sqlite://{}?mode=rwc", temp_dir.join("castwork.db").display()), None),
+        Backend::Postgres => {
+            let name = format!("castwork_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = Database::connect(pg_admin_url()).await.expect("PostgreSQL is reachable");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .expect("create test database");
+            let base = pg_admin_url();
+            let url = match base.rsplit_once('/') {
+                Some((server, _)) => format!("{server}/{name}"),
+                None => panic!("bad CASTWORK_TEST_PG_URL"),
+            };
+            (url, Some(name))
+        }
+    };
+    let guard = DbGuard { temp_dir: temp_dir.clone(), pg_database };
+    let mut settings = test_settings(&temp_dir, &url);
+    tweak(&mut settings);
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until(std::future::pending()));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let test_app = TestApp { address, client, _db: guard };
+    test_app.wait_ready().await;
+    test_app
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Polls `/health/ready` until 200 (the first database probe has landed).
+    pub async fn wait_ready(&self) {
+        let ok = poll_until(Duration::from_secs(10), || async {
+            let r = self.client.get(self.url("/health/ready")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        assert!(ok.is_some(), "node did not become ready");
+    }
+
+    /// Logs in; returns the whole token response.
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .expect("login request")
+    }
+
+    /// An access token for the bootstrap admin.
+    pub async fn admin_token(&self) -> String {
+        self.token_for("admin", ADMIN_PASSWORD).await
+    }
+
+    /// An access token for a user.
+    pub async fn token_for(&self, username: &str, password: &str) -> String {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status(), 200, "login as {username}");
+        let body: Value = response.json().await.expect("token json");
+        body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    /// Creates a user through the admin API and returns an access token for it.
+    pub async fn user_token(&self, username: &str, role: &str) -> String {
+        let admin = self.admin_token().await;
+        let password = format!("{username}-password");
+        let response = self
+            .client
+            .post(self.url("/api/v1/admin/users"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "username": username, "password": password, "role": role }))
+            .send()
+            .await
+            .expect("create user");
+        assert_eq!(response.status(), 201, "create user {username}");
+        self.token_for(username, &password).await
+    }
+
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// The actor tree as JSON.
+    pub async fn tree(&self, token: &str) -> Value {
+        let (status, body) = self.get_json("/api/v1/admin/actors", Some(token)).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn chaos(&self, token: &str, actor: &str, action: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/admin/chaos"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "actor": actor, "action": action }))
+            .send()
+            .await
+            .expect("chaos request")
+    }
+}
+
+/// Finds a node by name in a JSON actor tree.
+pub fn find_node<'a>(tree: &'a Value, name: &str) -> Option<&'a Value> {
+    if tree["name"] == name {
+        return Some(tree);
+    }
+    tree["children"].as_array()?.iter().find_map(|c| find_node(c, name))
+}
+
+/// Retries `check` until it yields a value or the deadline passes.
+pub async fn poll_until<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

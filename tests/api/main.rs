@@ -1,0 +1,16 @@
+//! castwork's integration tests: real HTTP against a node on port 0, a fresh
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "integration tests fail by panicking"
+)]
+//! database per test (a temp SQLite file or a UUID-named PostgreSQL database).
+
+mod helpers;
+
+mod auth;
+mod chaos;
+mod config;
+mod errors;
+mod health;
