@@ -22,7 +22,6 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/metrics",
     "/api/v1/auth/login",
     "/api/v1/auth/refresh",
-    "/api/openapi.json",
 ];
 
 /// Verifies the bearer token of every non-public request and stores the
