@@ -3,3 +3,4 @@
 
 pub mod health;
 pub mod root;
+pub mod views;

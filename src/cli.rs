@@ -87,7 +87,8 @@ impl Cli {
                 Ok(())
             }
             Command::Token { username } => {
-                if settings.auth.jwt_secret.is_empty() && settings.auth.private_key_path.is_empty() {
+                let hs256 = settings.auth.algorithm == crate::config::JwtAlgorithm::HS256;
+                if hs256 && settings.auth.jwt_secret.is_empty() {
                     bail!(
                         "auth.jwt_secret is not set: a token minted now would not be accepted by a running service"
                     );

@@ -30,8 +30,11 @@ pub mod env {
     pub const USER_PASSWORD: &str = "CASTWORK_USER_PASSWORD";
     /// Standard tracing filter; overrides `log.level` when set.
     pub const RUST_LOG: &str = "RUST_LOG";
+    /// PostgreSQL server the integration tests create their databases on.
+    pub const TEST_PG_URL: &str = "CASTWORK_TEST_PG_URL";
     /// Keys under [`PREFIX`] that are not configuration keys.
-    pub(super) const NOT_KEYS: [&str; 4] = ["env", "config_dir", "bootstrap_admin_password", "user_password"];
+    pub(super) const NOT_KEYS: [&str; 5] =
+        ["env", "config_dir", "bootstrap_admin_password", "user_password", "test_pg_url"];
 }
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -120,10 +123,10 @@ pub struct Settings {
     /// Supervisor defaults.
     pub supervision: SupervisionSettings,
     /// The environment name, from `CASTWORK_ENV` (not a key).
-    #[serde(skip_deserializing, default = "Environment::from_env")]
+    #[serde(skip, default = "Environment::from_env")]
     pub environment: Environment,
     /// Password of the bootstrap `admin` user, from `CASTWORK_BOOTSTRAP_ADMIN_PASSWORD` (not a key).
-    #[serde(skip_deserializing, default = "bootstrap_admin_password")]
+    #[serde(skip, default = "bootstrap_admin_password")]
     pub bootstrap_admin_password: Secret,
 }
 
@@ -290,6 +293,9 @@ impl Settings {
         if !url.is_empty() && !known_scheme {
             return bad("database.url", "must start with sqlite:, postgres:// or postgresql://");
         }
+        if self.database.connect_timeout_secs == 0 {
+            return bad("database.connect_timeout_secs", "must be at least 1");
+        }
         if self.database.max_connections == 0 {
             return bad("database.max_connections", "must be at least 1");
         }
@@ -346,6 +352,9 @@ impl Settings {
         let sup = &self.supervision;
         if sup.within_secs == 0 {
             return bad("supervision.within_secs", "must be at least 1");
+        }
+        if sup.backoff_max_ms < sup.backoff_initial_ms {
+            return bad("supervision.backoff_max_ms", "must be at least supervision.backoff_initial_ms");
         }
         if let Err(e) = Backoff::new(
             Duration::from_millis(sup.backoff_initial_ms),

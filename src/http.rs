@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod explore;
 pub mod extract;
 pub mod health;
+pub mod items;
 pub mod middleware;
 pub mod ops;
 
@@ -38,6 +40,7 @@ struct Inner {
     settings: Arc<Settings>,
     runtime: Arc<Runtime>,
     auth: AuthService,
+    explore: ExploreService,
     db: DatabaseConnection,
     shutting_down: AtomicBool,
     started: tokio::time::Instant,
@@ -110,6 +113,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/chaos", post(admin::chaos))
         .fallback(middleware::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(settings.server.request_timeout_secs),
+        ))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        // outermost of the routed layers: it sees timeouts, panics and auth refusals too
         .layer(axum::middleware::from_fn(middleware::track))
         .with_state(state);
 
@@ -130,11 +139,6 @@ pub fn router(state: AppState) -> Router {
             .layer(TraceLayer::new_for_http().make_span_with(request_span))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(axum::middleware::from_fn(middleware::json_errors))
-            .layer(CatchPanicLayer::custom(middleware::panic_response))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Duration::from_secs(settings.server.request_timeout_secs),
-            ))
             .layer(DefaultBodyLimit::max(settings.server.body_limit_bytes)),
     )
 }

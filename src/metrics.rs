@@ -9,9 +9,11 @@ use std::time::Duration;
 pub const HTTP_REQUESTS_TOTAL: &str = "castwork_http_requests_total";
 /// HTTP request latency in seconds, by matched route, method and status.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "castwork_http_request_duration_seconds";
-/// Actor restarts performed by a supervisor, by actor name and cause (`failed`, `killed`, `stopped`).
+/// Actor restarts performed by a supervisor, by actor name and cause: the failure that led to
+/// it (`failed`, `killed`, `stopped`, `start_failed`) or `sibling` (restarted with a failed sibling).
 pub const ACTOR_RESTARTS_TOTAL: &str = "castwork_actor_restarts_total";
-/// Actor failures seen by a supervisor, by actor name and kind (`panic`, `error`, `killed`, `stopped`).
+/// Actor failures seen by a supervisor, by actor name and kind (`failed`: a panic or a handler
+/// error, `killed`, `stopped`, `start_failed`).
 pub const ACTOR_FAILURES_TOTAL: &str = "castwork_actor_failures_total";
 /// 1 while a supervised actor is marked down (past its restart intensity), else 0.
 pub const ACTOR_DOWN: &str = "castwork_actor_down";
@@ -29,7 +31,7 @@ pub const DB_POOL_MAX_CONNECTIONS: &str = "castwork_db_pool_max_connections";
 pub const HEALTH_STATUS: &str = "castwork_health_status";
 /// Health probe latency in seconds, by component.
 pub const HEALTH_PROBE_DURATION_SECONDS: &str = "castwork_health_probe_duration_seconds";
-/// Logins refused, by reason (`bad_credentials`, `rate_limited`).
+/// Logins refused, by reason (`bad_credentials`, `rate_limited`, `error`).
 pub const AUTH_LOGIN_FAILURES_TOTAL: &str = "castwork_auth_login_failures_total";
 /// Chaos actions applied, by actor and action.
 pub const CHAOS_ACTIONS_TOTAL: &str = "castwork_chaos_actions_total";
@@ -94,4 +96,33 @@ pub fn login_failure(reason: &'static str) {
 /// Records an applied chaos action.
 pub fn chaos_action(actor: &str, action: &'static str) {
     metrics::counter!(CHAOS_ACTIONS_TOTAL, "actor" => actor.to_owned(), "action" => action).increment(1);
+}
+
+/// Explore read queries that reached the database.
+pub const EXPLORE_DB_LOADS_TOTAL: &str = "castwork_explore_db_loads_total";
+/// Item detail views counted, before batching.
+pub const EXPLORE_VIEWS_TOTAL: &str = "castwork_explore_views_total";
+/// View batches flushed to the database, by outcome (`ok`, `error`).
+pub const EXPLORE_VIEW_FLUSHES_TOTAL: &str = "castwork_explore_view_flushes_total";
+/// Items imported, by outcome (`inserted`, `updated`, `unchanged`, `rejected`).
+pub const IMPORT_ITEMS_TOTAL: &str = "castwork_import_items_total";
+
+/// Counts one Explore database read.
+pub fn explore_db_load() {
+    metrics::counter!(EXPLORE_DB_LOADS_TOTAL).increment(1);
+}
+
+/// Counts item detail views.
+pub fn explore_views(count: u64) {
+    metrics::counter!(EXPLORE_VIEWS_TOTAL).increment(count);
+}
+
+/// Counts one view flush.
+pub fn explore_view_flush(outcome: &'static str) {
+    metrics::counter!(EXPLORE_VIEW_FLUSHES_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// Counts imported items by outcome.
+pub fn import_items(outcome: &'static str, count: u64) {
+    metrics::counter!(IMPORT_ITEMS_TOTAL, "outcome" => outcome).increment(count);
 }

@@ -57,18 +57,18 @@ impl Application {
             );
         }
         let auth = AuthService::new(db.clone(), Arc::new(keys), &settings.auth);
-        if !settings.bootstrap_admin_password.is_empty()
-            && auth.ensure_bootstrap_admin(settings.bootstrap_admin_password.expose()).await?
-        {
-            tracing::info!(username = "admin", "bootstrap admin created");
+        if !settings.bootstrap_admin_password.is_empty() {
+            auth.ensure_bootstrap_admin(settings.bootstrap_admin_password.expose()).await?;
         }
+        // the first login of an unknown user should cost what any other login costs
+        let _ = tokio::task::spawn_blocking(crate::auth::password::warm_up).await;
 
-        let runtime = Arc::new(Runtime::start(&settings, db.clone()).await?);
         let address = settings.bind_address();
         let listener = TcpListener::bind(&address)
             .await
             .map_err(|source| StartupError::Bind { address: address.clone(), source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
+        let runtime = Arc::new(Runtime::start(&settings, db.clone()).await?);
         let state = AppState::new(settings, runtime.clone(), auth, db);
         Ok(Self { listener, port, state, runtime })
     }

@@ -11,6 +11,8 @@ use sea_orm::DatabaseConnection;
 use tokio::task::JoinHandle;
 
 use super::health::{DatabaseProbe, HealthActor, HealthArgs, HealthMsg, Probe};
+use super::views::{ViewArgs, ViewCounter, ViewMsg};
+use crate::explore::ExploreService;
 use crate::config::Settings;
 use crate::supervision::child::{ChildSpec, StartedChild};
 use crate::supervision::slot::ActorSlot;
@@ -25,15 +27,18 @@ pub struct Runtime {
     stats: Arc<ActorStats>,
     /// Where handlers find the current HealthActor.
     pub health: ActorSlot<HealthMsg>,
+    /// Where handlers find the current ViewCounter.
+    pub views: ActorSlot<ViewMsg>,
     ask_timeout: Duration,
 }
 
 impl Runtime {
     /// Starts the root supervisor and its children.
-    pub async fn start(settings: &Settings, db: DatabaseConnection) -> Result<Self, SpawnErr> {
+    pub async fn start(settings: &Settings, db: DatabaseConnection, explore: ExploreService) -> Result<Self, SpawnErr> {
         let sup = &settings.supervision;
         let health = ActorSlot::<HealthMsg>::new("health");
-        let children = vec![health_child(settings, db, health.clone())];
+        let views = ActorSlot::<ViewMsg>::new("views");
+        let children = vec![health_child(settings, db, health.clone()), views_child(settings, explore, views.clone())];
         let root = Supervisor {
             name: "root".to_owned(),
             strategy: RestartStrategy::OneForOne,
@@ -110,6 +115,21 @@ fn health_child(settings: &Settings, db: DatabaseConnection, slot: ActorSlot<Hea
         let slot = slot.clone();
         async move {
             let args = HealthArgs { probes, stats: ctx.stats };
+            let (actor, _handle) = Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
+            slot.set(actor.clone());
+            Ok(StartedChild::worker(actor))
+        }
+    })
+}
+
+fn views_child(settings: &Settings, explore: ExploreService, slot: ActorSlot<ViewMsg>) -> ChildSpec {
+    let flush_every = Duration::from_millis(settings.explore.views_flush_ms);
+    let half_life = Duration::from_secs_f64(settings.explore.trend_half_life_hours * 3600.0);
+    ChildSpec::new("views", "view-counter", move |ctx| {
+        let actor = ViewCounter { flush_every, half_life };
+        let args = ViewArgs { service: explore.clone(), stats: ctx.stats };
+        let slot = slot.clone();
+        async move {
             let (actor, _handle) = Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
             slot.set(actor.clone());
             Ok(StartedChild::worker(actor))

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Viewer};
-use crate::auth::{Principal, TokenPair};
+use crate::auth::{AuthError, Principal, TokenPair};
 use crate::metrics;
 
 /// Login body.
@@ -48,8 +48,9 @@ pub async fn login(
         Ok(pair) => Ok(token_response(pair)),
         Err(err) => {
             let reason = match err {
-                crate::auth::AuthError::RateLimited { .. } => "rate_limited",
-                _ => "bad_credentials",
+                AuthError::RateLimited { .. } => "rate_limited",
+                AuthError::BadCredentials => "bad_credentials",
+                _ => "error",
             };
             metrics::login_failure(reason);
             tracing::info!(reason, "login refused");

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::AuthError;
+use crate::explore::ExploreError;
 use crate::supervision::slot::AskError;
 
 /// Every error an HTTP handler can return.
@@ -31,6 +32,12 @@ pub enum ApiError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// A conditional write named a stale version (409, with the current one).
+    #[error("{message}")]
+    VersionConflict { message: String, current_version: i64 },
+    /// A write that must be conditional came without `If-Match` (428).
+    #[error("{0}")]
+    PreconditionRequired(String),
     /// The body is larger than `server.body_limit_bytes` (413).
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -62,6 +69,8 @@ struct Inner<'a> {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     fields: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_version: Option<i64>,
 }
 
 impl ApiError {
@@ -77,7 +86,8 @@ impl ApiError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::VersionConflict { .. } => StatusCode::CONFLICT,
+            Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -96,6 +106,8 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::Conflict(_) => "conflict",
+            Self::VersionConflict { .. } => "version_conflict",
+            Self::PreconditionRequired(_) => "precondition_required",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
@@ -106,7 +118,7 @@ impl ApiError {
 
     /// The JSON body for an arbitrary status (used for responses that did not come from a handler).
     pub fn body_for(status: StatusCode, code: &str, message: String) -> Response {
-        let body = Body { error: Inner { code, message, fields: None } };
+        let body = Body { error: Inner { code, message, fields: None, current_version: None } };
         (status, Json(body)).into_response()
     }
 }
@@ -126,7 +138,11 @@ impl IntoResponse for ApiError {
             Self::Validation { fields, .. } => Some(fields),
             _ => None,
         };
-        let body = Body { error: Inner { code, message: self.to_string(), fields } };
+        let current_version = match &self {
+            Self::VersionConflict { current_version, .. } => Some(*current_version),
+            _ => None,
+        };
+        let body = Body { error: Inner { code, message: self.to_string(), fields, current_version } };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
@@ -163,9 +179,29 @@ impl From<AuthError> for ApiError {
             AuthError::Forbidden { .. } => Self::Forbidden(err.to_string()),
             AuthError::UserExists(_) => Self::Conflict(err.to_string()),
             AuthError::InvalidInput(message) => Self::Validation { message, fields: BTreeMap::new() },
-            AuthError::KeyConfig(_) | AuthError::Database(_) | AuthError::Hashing => {
+            AuthError::Database(db) => Self::from(db),
+            AuthError::KeyConfig(_) | AuthError::Hashing => {
                 Self::Internal(format!("auth: {err:?}"))
             }
+        }
+    }
+}
+
+impl From<ExploreError> for ApiError {
+    fn from(err: ExploreError) -> Self {
+        match err {
+            ExploreError::NotFound(_) => Self::NotFound(err.to_string()),
+            ExploreError::VersionConflict { current, .. } => {
+                Self::VersionConflict { message: err.to_string(), current_version: current }
+            }
+            ExploreError::AlreadyExists(_) => Self::Conflict(err.to_string()),
+            ExploreError::PreconditionRequired => Self::PreconditionRequired(err.to_string()),
+            ExploreError::Invalid(fields) => {
+                Self::Validation { message: "the item is invalid; see fields".to_owned(), fields }
+            }
+            ExploreError::BadQuery(message) => Self::bad_request("invalid_query", message),
+            ExploreError::InvalidCursor => Self::bad_request("invalid_cursor", err.to_string()),
+            ExploreError::Database(db) => Self::from(db),
         }
     }
 }

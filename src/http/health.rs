@@ -52,7 +52,9 @@ pub fn overall(components: &BTreeMap<String, ComponentHealth>, actors_down: usiz
 
 async fn report(state: &AppState) -> BTreeMap<String, ComponentHealth> {
     let health = &state.runtime().health;
-    match health.ask(state.runtime().ask_timeout(), HealthMsg::Report).await {
+    // health answers fast or says why not: never wait out a long restart backoff here
+    let deadline = state.runtime().ask_timeout().min(std::time::Duration::from_secs(1));
+    match health.ask(deadline, HealthMsg::Report).await {
         Ok(HealthReport { components }) => components,
         Err(err) => {
             // the monitor itself is missing: say so rather than guess about the rest

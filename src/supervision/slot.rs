@@ -53,6 +53,12 @@ impl<M: Message> ActorSlot<M> {
         self.name
     }
 
+    /// Sends without waiting for an answer; `false` when the actor is not running
+    /// (the message is dropped: use this only for what may be lost, like view counts).
+    pub fn cast(&self, message: M) -> bool {
+        self.get().is_some_and(|actor| actor.cast(message).is_ok())
+    }
+
     /// Waits until an incarnation other than `previous` is published, or the deadline.
     async fn next_incarnation(
         &self,

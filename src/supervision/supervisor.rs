@@ -247,9 +247,7 @@ impl Supervisor {
         match (child.spec.start)(ctx).await {
             Ok(started) => {
                 child.running = Some(started);
-                if child.status == NodeStatus::Down {
-                    metrics::actor_down(&child.spec.name, false);
-                }
+                metrics::actor_down(&child.spec.name, false);
                 child.status = NodeStatus::Running;
                 if is_restart {
                     child.restarts += 1;

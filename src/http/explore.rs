@@ -1,0 +1,224 @@
+//! Explore (viewer+): `GET /api/v1/explore/items`, `/items/{id}`, `/categories`,
+//! `/trending`, `/search`.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Viewer;
+use crate::actors::views::ViewMsg;
+use crate::explore::model::{
+    DEFAULT_LIMIT, GroupCount, ItemSummary, ListQuery, MAX_LIMIT, MAX_QUERY_CHARS, MAX_TAG_FILTERS, Page,
+    SearchHit, Sort,
+};
+
+/// Parsed query-string pairs, refusing unknown or repeated (where not allowed) keys.
+struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl Params {
+    fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        for (key, _) in &pairs {
+            if !allowed.contains(&key.as_str()) {
+                return Err(bad(format!("unknown parameter '{key}'; expected one of: {}", allowed.join(", "))));
+            }
+        }
+        Ok(Self { pairs })
+    }
+
+    fn one(&self, key: &str) -> Result<Option<&str>, ApiError> {
+        let mut values = self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(bad(format!("parameter '{key}' may be given once")));
+        }
+        Ok(first)
+    }
+
+    fn all(&self, key: &str) -> Vec<String> {
+        self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+    }
+
+    fn limit(&self) -> Result<u32, ApiError> {
+        match self.one("limit")? {
+            None => Ok(DEFAULT_LIMIT),
+            Some(text) => match text.parse::<u32>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+                _ => Err(bad(format!("limit must be an integer from 1 to {MAX_LIMIT}"))),
+            },
+        }
+    }
+
+    fn date(&self, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+        let Some(text) = self.one(key)? else { return Ok(None) };
+        if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+            return Ok(Some(at.with_timezone(&Utc)));
+        }
+        if let Some(midnight) = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)) {
+            return Ok(Some(midnight.and_utc()));
+        }
+        Err(bad(format!("{key} must be an RFC 3339 date-time (2025-06-01T00:00:00Z) or a date (2025-06-01)")))
+    }
+
+    fn text(&self, key: &str) -> Result<Option<String>, ApiError> {
+        let value = self.one(key)?.map(str::trim).filter(|v| !v.is_empty());
+        if let Some(v) = value
+            && v.chars().count() > MAX_QUERY_CHARS
+        {
+            return Err(bad(format!("{key} must be at most {MAX_QUERY_CHARS} characters")));
+        }
+        Ok(value.map(str::to_owned))
+    }
+}
+
+fn bad(message: String) -> ApiError {
+    ApiError::bad_request("invalid_query", message)
+}
+
+fn parse_sort(text: Option<&str>) -> Result<Sort, ApiError> {
+    match text {
+        None | Some("new") => Ok(Sort::New),
+        Some("trending") => Ok(Sort::Trending),
+        Some("relevance") => Ok(Sort::Relevance),
+        Some(other) => Err(bad(format!("unknown sort '{other}'; expected new, trending or relevance"))),
+    }
+}
+
+/// Builds a [`ListQuery`] from the query string.
+fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
+    let params =
+        Params::parse(raw, &["category", "tag", "group", "q", "from", "to", "sort", "limit", "cursor"])?;
+    let tags = params.all("tag");
+    if tags.len() > MAX_TAG_FILTERS {
+        return Err(bad(format!("at most {MAX_TAG_FILTERS} tag filters")));
+    }
+    Ok(ListQuery {
+        category: params.text("category")?,
+        tags,
+        group: params.text("group")?,
+        q: params.text("q")?,
+        from: params.date("from")?,
+        to: params.date("to")?,
+        sort: parse_sort(params.one("sort")?)?,
+        limit: params.limit()?,
+        cursor: params.one("cursor")?.map(str::to_owned),
+    })
+}
+
+/// A filtered, sorted page of items with a keyset cursor.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Viewer,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Page<ItemSummary>>, ApiError> {
+    let query = list_query(raw.as_deref())?;
+    Ok(Json(state.explore().list(&query).await?))
+}
+
+/// The strong `ETag` of an item version.
+pub fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn matches_any(header_value: &str, version: i64) -> bool {
+    header_value.split(',').map(str::trim).any(|tag| {
+        tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == version.to_string()
+    })
+}
+
+/// One item; `If-None-Match` with its current `ETag` gives 304.
+#[tracing::instrument(skip_all, fields(item = %id))]
+pub async fn item(
+    State(state): State<AppState>,
+    _caller: Viewer,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let item = state.explore().get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no item with id '{id}'")))?;
+    state.runtime().views.cast(ViewMsg::Viewed(item.id.clone()));
+    let tag = etag(item.version);
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches_any(v, item.version));
+    if fresh {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+    }
+    Ok(([(header::ETAG, tag)], Json(item)).into_response())
+}
+
+/// Groups → categories → item counts.
+#[tracing::instrument(skip_all)]
+pub async fn categories(State(state): State<AppState>, _caller: Viewer) -> Result<Json<Vec<GroupCount>>, ApiError> {
+    Ok(Json(state.explore().categories().await?))
+}
+
+/// Top items by time-decayed views.
+#[tracing::instrument(skip_all)]
+pub async fn trending(
+    State(state): State<AppState>,
+    _caller: Viewer,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Page<ItemSummary>>, ApiError> {
+    let params = Params::parse(raw.as_deref(), &["limit"])?;
+    let items = state.explore().trending(params.limit()?).await?;
+    Ok(Json(Page { items, next_cursor: None }))
+}
+
+/// Ranked full-text results with highlighted snippets.
+#[tracing::instrument(skip_all)]
+pub async fn search(
+    State(state): State<AppState>,
+    _caller: Viewer,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Page<SearchHit>>, ApiError> {
+    let params = Params::parse(raw.as_deref(), &["q", "mode", "limit", "cursor"])?;
+    match params.one("mode")? {
+        None | Some("text") => {}
+        Some("semantic" | "hybrid") => {
+            return Err(bad("semantic and hybrid search are not available yet; use mode=text".to_owned()));
+        }
+        Some(other) => return Err(bad(format!("unknown mode '{other}'; expected text"))),
+    }
+    let q = params.text("q")?.ok_or_else(|| bad("q is required".to_owned()))?;
+    let page = state.explore().search(&q, params.limit()?, params.one("cursor")?).await?;
+    Ok(Json(page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_parsing() {
+        let q = list_query(Some("tag=cs.AI&tag=cs.LG&sort=trending&limit=5&from=2025-06-01")).unwrap();
+        assert_eq!(q.tags, vec!["cs.AI", "cs.LG"]);
+        assert_eq!(q.sort, Sort::Trending);
+        assert_eq!(q.limit, 5);
+        assert_eq!(q.from.unwrap().to_rfc3339(), "2025-06-01T00:00:00+00:00");
+        for bad in ["limit=0", "limit=1000", "limit=x", "sort=old", "from=yesterday", "nope=1", "q=a&q=b"] {
+            assert!(list_query(Some(bad)).is_err(), "{bad}");
+        }
+        let long = format!("q={}", "a".repeat(MAX_QUERY_CHARS + 1));
+        assert!(list_query(Some(&long)).is_err());
+        assert_eq!(list_query(Some("q=%20%20")).unwrap().q, None);
+    }
+
+    #[test]
+    fn etags() {
+        assert!(matches_any("\"3\"", 3));
+        assert!(matches_any("W/\"3\"", 3));
+        assert!(matches_any("\"1\", \"3\"", 3));
+        assert!(matches_any("*", 3));
+        assert!(!matches_any("\"2\"", 3));
+    }
+}
