@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use sea_orm::DatabaseConnection;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -29,6 +29,7 @@ use tower_http::trace::TraceLayer;
 use crate::actors::root::Runtime;
 use crate::auth::AuthService;
 use crate::config::Settings;
+use crate::explore::ExploreService;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -52,12 +53,14 @@ impl AppState {
         settings: Arc<Settings>,
         runtime: Arc<Runtime>,
         auth: AuthService,
+        explore: ExploreService,
         db: DatabaseConnection,
     ) -> Self {
         let inner = Inner {
             settings,
             runtime,
             auth,
+            explore,
             db,
             shutting_down: AtomicBool::new(false),
             started: tokio::time::Instant::now(),
@@ -75,6 +78,10 @@ impl AppState {
     /// Authentication.
     pub fn auth(&self) -> &AuthService {
         &self.inner.auth
+    }
+    /// The catalogue.
+    pub fn explore(&self) -> &ExploreService {
+        &self.inner.explore
     }
     /// The database pool (for pool gauges only; handlers go through services).
     pub fn db(&self) -> &DatabaseConnection {
@@ -108,6 +115,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/logout", post(auth::logout))
         .route("/api/v1/auth/me", get(auth::me))
+        .route("/api/v1/explore/items", get(explore::list))
+        .route("/api/v1/explore/items/{id}", get(explore::item))
+        .route("/api/v1/explore/categories", get(explore::categories))
+        .route("/api/v1/explore/trending", get(explore::trending))
+        .route("/api/v1/explore/search", get(explore::search))
+        .route("/api/v1/items", post(items::create))
+        .route("/api/v1/items/{id}", put(items::replace).patch(items::patch).delete(items::delete))
         .route("/api/v1/admin/users", post(admin::create_user))
         .route("/api/v1/admin/actors", get(admin::actors))
         .route("/api/v1/admin/chaos", post(admin::chaos))

@@ -14,6 +14,7 @@ use crate::actors::root::Runtime;
 use crate::auth::{AuthError, AuthService, JwtKeys};
 use crate::config::Settings;
 use crate::db::{self, DbError};
+use crate::explore::{ExploreService, import};
 use crate::http::{self, AppState};
 use crate::telemetry;
 
@@ -68,8 +69,18 @@ impl Application {
             .await
             .map_err(|source| StartupError::Bind { address: address.clone(), source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
-        let runtime = Arc::new(Runtime::start(&settings, db.clone()).await?);
-        let state = AppState::new(settings, runtime.clone(), auth, db);
+        let explore = ExploreService::new(db.clone(), &cursor_secret(&settings));
+        if settings.explore.import_sample_on_start {
+            match import::import_sample_if_empty(&db).await {
+                Ok(Some(summary)) => {
+                    tracing::info!(inserted = summary.inserted, rejected = summary.rejected_count, "sample catalogue imported")
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "could not import the sample catalogue; Explore starts empty"),
+            }
+        }
+        let runtime = Arc::new(Runtime::start(&settings, db.clone(), explore.clone()).await?);
+        let state = AppState::new(settings, runtime.clone(), auth, explore, db);
         Ok(Self { listener, port, state, runtime })
     }
 
@@ -117,6 +128,17 @@ impl Application {
         tracing::info!("castwork stopped");
         result
     }
+}
+
+/// The key that signs Explore cursors: `explore.cursor_secret`, else derived from
+/// `auth.jwt_secret` (so every node of a cluster accepts every node's cursors), else
+/// random per process (empty: the codec picks a random key).
+fn cursor_secret(settings: &Settings) -> Vec<u8> {
+    if !settings.explore.cursor_secret.is_empty() {
+        return settings.explore.cursor_secret.expose().as_bytes().to_vec();
+    }
+    let jwt = settings.auth.jwt_secret.expose();
+    if jwt.is_empty() { Vec::new() } else { [b"castwork-cursor:".as_slice(), jwt.as_bytes()].concat() }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
