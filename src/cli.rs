@@ -1,4 +1,4 @@
-//! The `castwork` command line: `serve` (default), `migrate`, `config`, `user add`, `token`.
+//! The `castwork` command line: `serve` (default), `migrate`, `config`, `user add`, `token`, `import`.
 
 use std::io::{Read, Write};
 
@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::auth::{AuthService, JwtKeys, Role};
 use crate::config::{Settings, env};
 use crate::db;
+use crate::explore::import;
 use crate::startup::Application;
 
 /// castwork: Explore catalogue, inference and jobs on a tree of supervised actors.
@@ -36,6 +37,14 @@ pub enum Command {
     Token {
         #[arg(long)]
         username: String,
+    },
+    /// Import catalogue items from a JSON Lines file (plain or gzip); re-importing is idempotent.
+    Import {
+        /// The file, e.g. catalog.jsonl.gz.
+        path: std::path::PathBuf,
+        /// Lines per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch_size: u32,
     },
 }
 
@@ -97,6 +106,17 @@ impl Cli {
                 let pair = auth.mint(&username).await.context("failed to mint a token")?;
                 let json = serde_json::to_string_pretty(&pair).context("failed to encode the token")?;
                 writeln!(std::io::stdout().lock(), "{json}").context("failed to write the token")
+            }
+            Command::Import { path, batch_size } => {
+                let db = db::connect(&settings).await.context("failed to connect to the database")?;
+                db::migrate(&db).await.context("failed to migrate")?;
+                let options = import::ImportOptions { batch_size: batch_size as usize };
+                let summary = import::report::import_path_with_progress(&db, &path, &options)
+                    .await
+                    .with_context(|| format!("failed to import {}", path.display()))?;
+                let text = import::report::render_summary(&path.display().to_string(), &summary);
+                // Rejected lines are reported, not failures: the exit status stays 0.
+                std::io::stdout().lock().write_all(text.as_bytes()).context("failed to write the summary")
             }
         }
     }

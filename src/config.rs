@@ -122,6 +122,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// Supervisor defaults.
     pub supervision: SupervisionSettings,
+    /// The Explore catalogue.
+    pub explore: ExploreSettings,
     /// The environment name, from `CASTWORK_ENV` (not a key).
     #[serde(skip, default = "Environment::from_env")]
     pub environment: Environment,
@@ -222,6 +224,21 @@ pub struct SupervisionSettings {
     pub backoff_max_ms: u64,
     pub down_retry_secs: u64,
     pub ask_timeout_ms: u64,
+}
+
+/// `[explore]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExploreSettings {
+    /// Import the sample catalogue embedded in the binary when `items` is empty at start.
+    pub import_sample_on_start: bool,
+    /// Key that signs list cursors; empty: a random key per process (cursors do not
+    /// survive a restart or cross nodes).
+    pub cursor_secret: Secret,
+    /// How often counted item views are flushed to the database.
+    pub views_flush_ms: u64,
+    /// Half-life of a view in the trending score.
+    pub trend_half_life_hours: f64,
 }
 
 impl SupervisionSettings {
@@ -367,6 +384,13 @@ impl Settings {
         if sup.ask_timeout_ms == 0 {
             return bad("supervision.ask_timeout_ms", "must be at least 1");
         }
+        if self.explore.views_flush_ms < 10 {
+            return bad("explore.views_flush_ms", "must be at least 10");
+        }
+        let half_life = self.explore.trend_half_life_hours;
+        if !(half_life.is_finite() && half_life > 0.0) {
+            return bad("explore.trend_half_life_hours", "must be a number greater than 0");
+        }
         Ok(())
     }
 
@@ -445,6 +469,21 @@ mod tests {
         let err = Settings::from_figment(base().merge(Serialized::default("database.url", "mysql://x")))
             .unwrap_err();
         assert!(err.to_string().contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn explore_defaults_and_rules() {
+        let s = Settings::from_figment(base()).unwrap();
+        assert!(s.explore.import_sample_on_start);
+        assert_eq!(s.explore.views_flush_ms, 2000);
+        assert!((s.explore.trend_half_life_hours - 24.0).abs() < f64::EPSILON);
+        let err = Settings::from_figment(base().merge(Serialized::default("explore.views_flush_ms", 5)))
+            .unwrap_err();
+        assert!(err.to_string().contains("explore.views_flush_ms"), "{err}");
+        let err =
+            Settings::from_figment(base().merge(Serialized::default("explore.trend_half_life_hours", 0.0)))
+                .unwrap_err();
+        assert!(err.to_string().contains("explore.trend_half_life_hours"), "{err}");
     }
 
     #[test]

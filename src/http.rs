@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod items;
 pub mod middleware;
+pub mod openapi;
 pub mod ops;
 
 use std::sync::Arc;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/health", get(health::health))
         .route("/metrics", get(ops::metrics))
+        .route("/api/openapi.json", get(openapi::openapi))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/logout", post(auth::logout))

@@ -73,10 +73,16 @@ impl Application {
         if settings.explore.import_sample_on_start {
             match import::import_sample_if_empty(&db).await {
                 Ok(Some(summary)) => {
-                    tracing::info!(inserted = summary.inserted, rejected = summary.rejected_count, "sample catalogue imported")
+                    tracing::info!(
+                        inserted = summary.inserted,
+                        rejected = summary.rejected_count,
+                        "sample catalogue imported"
+                    )
                 }
                 Ok(None) => {}
-                Err(err) => tracing::warn!(error = %err, "could not import the sample catalogue; Explore starts empty"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not import the sample catalogue; Explore starts empty")
+                }
             }
         }
         let runtime = Arc::new(Runtime::start(&settings, db.clone(), explore.clone()).await?);

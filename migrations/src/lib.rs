@@ -1,5 +1,6 @@
 //! castwork's schema migrations, applied in order by [`Migrator`]. Each migration uses
-//! sea-query's schema builder so the same code runs on SQLite and PostgreSQL.
+//! sea-query's schema builder so the same code runs on SQLite and PostgreSQL; what has
+//! no portable form (full-text search) branches on the backend.
 
 pub use sea_orm_migration::prelude::*;
 

@@ -59,7 +59,7 @@ impl Probe for DatabaseProbe {
 }
 
 /// A component's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentStatus {
     /// Not probed yet.
@@ -81,15 +81,21 @@ impl ComponentStatus {
 }
 
 /// What is known of one component.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ComponentHealth {
     pub status: ComponentStatus,
+    /// Whether the node is down (and not ready) while this component is down.
     pub critical: bool,
+    /// Latency of the last probe; `null` before the first.
+    #[schema(required = true)]
     pub latency_ms: Option<f64>,
+    #[schema(required = true)]
     pub last_error: Option<String>,
+    #[schema(required = true)]
     pub checked_at: Option<DateTime<Utc>>,
     pub consecutive_failures: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub breaker: Option<BreakerSnapshot>,
 }
 

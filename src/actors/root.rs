@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 
 use super::health::{DatabaseProbe, HealthActor, HealthArgs, HealthMsg, Probe};
 use super::views::{ViewArgs, ViewCounter, ViewMsg};
-use crate::explore::ExploreService;
 use crate::config::Settings;
+use crate::explore::ExploreService;
 use crate::supervision::child::{ChildSpec, StartedChild};
 use crate::supervision::slot::ActorSlot;
 use crate::supervision::strategy::RestartStrategy;
@@ -34,11 +34,16 @@ pub struct Runtime {
 
 impl Runtime {
     /// Starts the root supervisor and its children.
-    pub async fn start(settings: &Settings, db: DatabaseConnection, explore: ExploreService) -> Result<Self, SpawnErr> {
+    pub async fn start(
+        settings: &Settings,
+        db: DatabaseConnection,
+        explore: ExploreService,
+    ) -> Result<Self, SpawnErr> {
         let sup = &settings.supervision;
         let health = ActorSlot::<HealthMsg>::new("health");
         let views = ActorSlot::<ViewMsg>::new("views");
-        let children = vec![health_child(settings, db, health.clone()), views_child(settings, explore, views.clone())];
+        let children =
+            vec![health_child(settings, db, health.clone()), views_child(settings, explore, views.clone())];
         let root = Supervisor {
             name: "root".to_owned(),
             strategy: RestartStrategy::OneForOne,
@@ -56,6 +61,7 @@ impl Runtime {
             handle: std::sync::Mutex::new(Some(handle)),
             stats,
             health,
+            views,
             ask_timeout: sup.ask_timeout(),
         })
     }

@@ -70,7 +70,11 @@ impl Actor for ViewCounter {
     type State = ViewState;
     type Arguments = ViewArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<ViewMsg>, args: ViewArgs) -> Result<ViewState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ViewMsg>,
+        args: ViewArgs,
+    ) -> Result<ViewState, ActorProcessingErr> {
         Ok(ViewState {
             service: args.service,
             stats: args.stats,
@@ -81,12 +85,21 @@ impl Actor for ViewCounter {
         })
     }
 
-    async fn post_start(&self, myself: ActorRef<ViewMsg>, state: &mut ViewState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<ViewMsg>,
+        state: &mut ViewState,
+    ) -> Result<(), ActorProcessingErr> {
         state.ticker = Some(myself.send_interval(self.flush_every, || ViewMsg::Flush));
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<ViewMsg>, message: ViewMsg, state: &mut ViewState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<ViewMsg>,
+        message: ViewMsg,
+        state: &mut ViewState,
+    ) -> Result<(), ActorProcessingErr> {
         state.stats.handled();
         match message {
             ViewMsg::Viewed(id) => {
@@ -108,7 +121,11 @@ impl Actor for ViewCounter {
         Ok(())
     }
 
-    async fn post_stop(&self, _myself: ActorRef<ViewMsg>, state: &mut ViewState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ViewMsg>,
+        state: &mut ViewState,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(ticker) = state.ticker.take() {
             ticker.abort();
         }
@@ -126,7 +143,10 @@ impl Actor for ViewCounter {
 fn add(state: &mut ViewState, id: String, count: u64) {
     if state.pending.len() >= MAX_PENDING_ITEMS && !state.pending.contains_key(&id) {
         if !state.dropped_warned {
-            tracing::warn!(limit = MAX_PENDING_ITEMS, "too many distinct items pending a view flush; dropping views");
+            tracing::warn!(
+                limit = MAX_PENDING_ITEMS,
+                "too many distinct items pending a view flush; dropping views"
+            );
             state.dropped_warned = true;
         }
         return;

@@ -40,13 +40,15 @@ const REFRESH_TOKEN_BYTES: usize = 32;
 const REFRESH_TOKEN_MAX_LEN: usize = 128;
 
 /// What a successful login or refresh returns.
-#[derive(Clone, serde::Serialize)]
+#[derive(Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     /// The JWT for `Authorization: Bearer`.
     pub access_token: String,
     /// Always `"Bearer"`.
+    #[schema(example = "Bearer")]
     pub token_type: &'static str,
     /// Lifetime of the access token, in seconds.
+    #[schema(example = 900)]
     pub expires_in: u64,
     /// Opaque token for `POST /auth/refresh`; usable once.
     pub refresh_token: String,
@@ -64,7 +66,7 @@ impl fmt::Debug for TokenPair {
 }
 
 /// The authenticated caller, from a verified access token.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Principal {
     /// The user id (`sub`).
     pub user_id: String,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Largest page.
 pub const MAX_LIMIT: u32 = 100;
@@ -16,7 +17,7 @@ pub const MAX_QUERY_CHARS: usize = 256;
 pub const MAX_TAG_FILTERS: usize = 10;
 
 /// Order of a list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Sort {
     /// Newest first: `published_at` desc, then `id` desc.
@@ -51,15 +52,22 @@ pub struct ListQuery {
 }
 
 /// A full item.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Item {
+    #[schema(example = "2506.20941")]
     pub id: String,
     pub title: String,
     pub body: String,
+    #[schema(example = "Computer Vision and Pattern Recognition")]
     pub category: String,
+    #[schema(example = "cs.CV")]
     pub category_code: String,
+    #[schema(example = "Computer Science")]
     pub group: String,
+    #[schema(example = json!(["cs.CV", "cs.LG"]))]
     pub tags: Vec<String>,
+    /// Always present; `null` when the item has no source.
+    #[schema(required = true, format = "uri", example = "https://arxiv.org/abs/2506.20941")]
     pub source_url: Option<String>,
     pub published_at: DateTime<Utc>,
     /// Detail views counted so far (flushed in batches, so slightly behind).
@@ -71,33 +79,47 @@ pub struct Item {
 }
 
 /// An item in a list: the body is cut to an excerpt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ItemSummary {
+    #[schema(example = "2506.20941")]
     pub id: String,
     pub title: String,
     pub excerpt: String,
+    #[schema(example = "Computer Vision and Pattern Recognition")]
     pub category: String,
+    #[schema(example = "cs.CV")]
     pub category_code: String,
+    #[schema(example = "Computer Science")]
     pub group: String,
+    #[schema(example = json!(["cs.CV", "cs.LG"]))]
     pub tags: Vec<String>,
     pub published_at: DateTime<Utc>,
     pub views: i64,
     pub version: i64,
     /// Full-text score (higher is better), when the list was filtered by `q`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub score: Option<f64>,
 }
 
 /// One page of results.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {
+    #[schema(schema_with = array_of_refs::<T>)]
     pub items: Vec<T>,
-    /// Pass back as `cursor` for the next page; absent on the last page.
+    /// Pass back as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
+/// The schema of `items` in [`Page`]: an array of references to `T`'s schema.
+/// utoipa 5 would inline `T`'s whole schema into every `Page_T` (juhaku/utoipa#1586).
+fn array_of_refs<T: ToSchema>() -> utoipa::openapi::Array {
+    utoipa::openapi::Array::new(utoipa::openapi::Ref::from_schema_name(T::name()))
+}
+
 /// A search result: the item, its score and highlighted fragments.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SearchHit {
     #[serde(flatten)]
     pub item: ItemSummary,
@@ -108,53 +130,74 @@ pub struct SearchHit {
 }
 
 /// A category and how many items it holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CategoryCount {
+    #[schema(example = "cs.CV")]
     pub code: String,
+    #[schema(example = "Computer Vision and Pattern Recognition")]
     pub name: String,
     pub count: i64,
 }
 
 /// A group with its categories.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct GroupCount {
+    #[schema(example = "Computer Science")]
     pub group: String,
     pub count: i64,
     pub categories: Vec<CategoryCount>,
 }
 
 /// An item as written by a client (create and full replace).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemInput {
-    /// Optional on create (a UUID is generated); ignored on replace (the path wins).
+    /// Optional on create (a UUID is generated); on replace it must equal the id in the
+    /// path, or be left out. 1–128 characters of letters, digits and `. _ - /`, starting
+    /// with a letter or digit.
     #[serde(default)]
+    #[schema(example = "2506.20941")]
     pub id: Option<String>,
+    /// Not blank; at most 500 characters.
     pub title: String,
+    /// At most 100 KiB.
     #[serde(default)]
     pub body: String,
+    /// The category's display name; not blank.
+    #[schema(example = "Computer Vision and Pattern Recognition")]
     pub category: String,
+    /// Letters, digits, `.` and `-`, starting with a letter.
+    #[schema(example = "cs.CV")]
     pub category_code: String,
+    /// The top-level group; not blank.
+    #[schema(example = "Computer Science")]
     pub group: String,
+    /// At most 20 distinct category codes.
     #[serde(default)]
+    #[schema(example = json!(["cs.CV", "cs.LG"]))]
     pub tags: Vec<String>,
+    /// An `http://` or `https://` URL of at most 2048 characters.
     #[serde(default)]
+    #[schema(format = "uri", example = "https://arxiv.org/abs/2506.20941")]
     pub source_url: Option<String>,
+    /// A date-time in the years 1900–2200.
     pub published_at: DateTime<Utc>,
 }
 
 /// A partial update (JSON merge patch semantics for the fields present).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemPatch {
     pub title: Option<String>,
     pub body: Option<String>,
     pub category: Option<String>,
+    #[schema(example = "cs.CV")]
     pub category_code: Option<String>,
     pub group: Option<String>,
     pub tags: Option<Vec<String>>,
-    /// `Some(None)` clears it.
+    /// Left out: unchanged; `null`: cleared; a string: replaced. (In Rust, `Some(None)` clears it.)
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>, format = "uri")]
     pub source_url: Option<Option<String>>,
     pub published_at: Option<DateTime<Utc>>,
 }

@@ -50,12 +50,25 @@ pub fn validate_input(input: &ItemInput) -> Result<(), FieldErrors> {
     {
         errors.insert(
             "id".to_owned(),
-            "must be 1–128 characters of letters, digits and . _ - /, starting with a letter or digit".to_owned(),
+            "must be 1–128 characters of letters, digits and . _ - /, starting with a letter or digit"
+                .to_owned(),
         );
     }
     check_text(&mut errors, "title", &input.title, MAX_TITLE_CHARS);
+    // U+E000 and U+E001 mark search matches internally; text may not carry them
+    for (field, text) in [("title", &input.title), ("body", &input.body)] {
+        if text.contains(['\u{E000}', '\u{E001}']) {
+            errors.insert(
+                field.to_owned(),
+                "must not contain the reserved characters U+E000 or U+E001".to_owned(),
+            );
+        }
+    }
     if input.body.len() > MAX_BODY_BYTES {
-        errors.insert("body".to_owned(), format!("must be at most {MAX_BODY_BYTES} bytes (got {})", input.body.len()));
+        errors.insert(
+            "body".to_owned(),
+            format!("must be at most {MAX_BODY_BYTES} bytes (got {})", input.body.len()),
+        );
     }
     check_text(&mut errors, "category", &input.category, 200);
     check_text(&mut errors, "group", &input.group, 100);
@@ -78,7 +91,8 @@ pub fn validate_input(input: &ItemInput) -> Result<(), FieldErrors> {
     if let Some(url) = &input.source_url
         && (url.len() > 2048 || !(url.starts_with("https://") || url.starts_with("http://")))
     {
-        errors.insert("source_url".to_owned(), "must be an http(s) URL of at most 2048 characters".to_owned());
+        errors
+            .insert("source_url".to_owned(), "must be an http(s) URL of at most 2048 characters".to_owned());
     }
     let year = chrono::Datelike::year(&input.published_at);
     if !(1900..=2200).contains(&year) {

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
-    SqlErr, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, SqlErr,
+    TransactionTrait,
 };
 
 use super::model::{Item, ItemInput, ItemPatch};
@@ -41,7 +41,9 @@ pub fn item_from_model(model: item::Model) -> Item {
 /// Tags are a JSON array (jsonb on PostgreSQL; text on SQLite, which may arrive as a string).
 pub fn tags_from_json(value: &serde_json::Value) -> Vec<String> {
     match value {
-        serde_json::Value::Array(items) => items.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect(),
+        serde_json::Value::Array(items) => {
+            items.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()
+        }
         serde_json::Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
         _ => Vec::new(),
     }
@@ -64,9 +66,8 @@ fn input_of(item: &Item) -> ItemInput {
 async fn replace_tags(txn: &DatabaseTransaction, id: &str, tags: &[String]) -> Result<(), sea_orm::DbErr> {
     item_tag::Entity::delete_many().filter(item_tag::Column::ItemId.eq(id)).exec(txn).await?;
     if !tags.is_empty() {
-        let rows = tags
-            .iter()
-            .map(|t| item_tag::ActiveModel { item_id: Set(id.to_owned()), tag: Set(t.clone()) });
+        let rows =
+            tags.iter().map(|t| item_tag::ActiveModel { item_id: Set(id.to_owned()), tag: Set(t.clone()) });
         item_tag::Entity::insert_many(rows).exec_without_returning(txn).await?;
     }
     Ok(())
@@ -119,14 +120,24 @@ impl ExploreService {
 
     /// Replaces an item's content if it is still at `expected_version` (`None`: unconditionally).
     #[tracing::instrument(skip_all, fields(item = %id))]
-    pub async fn replace(&self, id: &str, expected_version: Option<i64>, input: ItemInput) -> Result<Item, ExploreError> {
+    pub async fn replace(
+        &self,
+        id: &str,
+        expected_version: Option<i64>,
+        input: ItemInput,
+    ) -> Result<Item, ExploreError> {
         validate_input(&ItemInput { id: None, ..input.clone() }).map_err(ExploreError::Invalid)?;
         self.write(id, expected_version, move |_| Ok(input)).await
     }
 
     /// Applies a partial update if the item is still at `expected_version` (`None`: unconditionally).
     #[tracing::instrument(skip_all, fields(item = %id))]
-    pub async fn patch(&self, id: &str, expected_version: Option<i64>, patch: ItemPatch) -> Result<Item, ExploreError> {
+    pub async fn patch(
+        &self,
+        id: &str,
+        expected_version: Option<i64>,
+        patch: ItemPatch,
+    ) -> Result<Item, ExploreError> {
         self.write(id, expected_version, move |old| {
             let merged = apply_patch(input_of(old), patch);
             validate_input(&ItemInput { id: None, ..merged.clone() }).map_err(ExploreError::Invalid)?;
@@ -207,7 +218,11 @@ impl ExploreService {
 
     /// Adds counted detail views (one batch per call) and moves each item's trend score.
     #[tracing::instrument(skip_all, fields(items = views.len()))]
-    pub async fn record_views(&self, views: &HashMap<String, u64>, half_life: Duration) -> Result<(), ExploreError> {
+    pub async fn record_views(
+        &self,
+        views: &HashMap<String, u64>,
+        half_life: Duration,
+    ) -> Result<(), ExploreError> {
         if views.is_empty() {
             return Ok(());
         }
@@ -239,4 +254,3 @@ impl ExploreService {
         Ok(())
     }
 }
-

@@ -6,23 +6,31 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson, ApiQuery};
+use super::openapi::{
+    CreatedUser, DatabaseUnavailable, ErrorBody, Forbidden, Internal, InvalidBody, MalformedJson,
+    PayloadTooLarge, Unauthenticated, UnsupportedMediaType,
+};
 use crate::auth::Role;
 use crate::supervision::supervisor::{ChaosAction, ChaosError};
+use crate::supervision::tree::ActorNode;
 
 /// `?format=json|text`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TreeQuery {
+    /// `json` (the default) or `text`, an indented plain-text rendering for terminals.
     #[serde(default)]
     pub format: TreeFormat,
 }
 
 /// Output format of the actor tree.
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone, Copy, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TreeFormat {
     #[default]
@@ -31,6 +39,23 @@ pub enum TreeFormat {
 }
 
 /// The live actor tree from the root down.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/actors",
+    operation_id = "getActorTree",
+    tag = "admin",
+    params(TreeQuery),
+    responses(
+        (status = 200, description = "The actor tree: JSON, or plain text with `format=text`.", content(
+            (ActorNode = "application/json"),
+            (String = "text/plain; charset=utf-8"),
+        )),
+        (status = 400, description = "An unknown parameter or `format` value (`invalid_query`).", body = ErrorBody),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
 pub async fn actors(
     State(state): State<AppState>,
@@ -47,21 +72,47 @@ pub async fn actors(
 }
 
 /// Chaos request body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChaosRequest {
+    /// An actor name from `GET /api/v1/admin/actors`; not `root`.
+    #[schema(example = "explore")]
     pub actor: String,
     pub action: ChaosAction,
 }
 
-#[derive(Serialize)]
-struct ChaosApplied {
+/// What a chaos request did.
+#[derive(Serialize, ToSchema)]
+pub struct ChaosApplied {
     actor: String,
     action: ChaosAction,
+    /// Always `true`.
     applied: bool,
 }
 
 /// Kills, panics or stops a named actor. 404 unless `chaos.enabled`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/chaos",
+    operation_id = "injectChaos",
+    tag = "admin",
+    request_body = ChaosRequest,
+    responses(
+        (status = 202, description = "The action was sent to the actor; its supervisor handles the outcome.",
+            body = ChaosApplied),
+        (status = 400, response = MalformedJson),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "Chaos is disabled (`chaos.enabled = false`: the route then answers as if \
+            it did not exist), or no actor has that name (`not_found`).", body = ErrorBody),
+        (status = 409, description = "The actor is `root`, which has no supervisor, or is not running \
+            (`conflict`).", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = InvalidBody),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(admin = %caller.principal.username, actor = %body.actor))]
 pub async fn chaos(
     State(state): State<AppState>,
@@ -87,15 +138,41 @@ pub async fn chaos(
 }
 
 /// New user body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    /// 3–64 characters of `A-Z a-z 0-9 _ . -`, unique ignoring case.
+    #[schema(example = "ada", min_length = 3, max_length = 64, pattern = "^[A-Za-z0-9_.-]+$")]
     pub username: String,
+    /// 8–1024 characters.
+    #[schema(format = Password, min_length = 8, max_length = 1024)]
     pub password: String,
     pub role: Role,
 }
 
 /// Creates a user.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/users",
+    operation_id = "createUser",
+    tag = "admin",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created.", body = CreatedUser),
+        (status = 400, response = MalformedJson),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "A user with that name (ignoring case) exists (`conflict`).",
+            body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "An invalid username or password, or JSON of the wrong shape \
+            (`validation_failed`).", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(admin = %caller.principal.username, username = %body.username))]
 pub async fn create_user(
     State(state): State<AppState>,

@@ -7,25 +7,35 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Viewer};
+use super::openapi::{
+    DatabaseUnavailable, ErrorBody, Internal, InvalidBody, MalformedJson, PayloadTooLarge, TokenIssued,
+    Unauthenticated, UnsupportedMediaType,
+};
 use crate::auth::{AuthError, Principal, TokenPair};
 use crate::metrics;
 
 /// Login body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    /// Not empty.
+    #[schema(example = "admin")]
     pub username: String,
+    /// Not empty.
+    #[schema(format = Password)]
     pub password: String,
 }
 
 /// Refresh and logout body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    /// The `refresh_token` of the last token response.
     pub refresh_token: String,
 }
 
@@ -35,6 +45,28 @@ fn token_response(pair: TokenPair) -> Response {
 }
 
 /// Exchanges a username and password for an access token and a refresh token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    operation_id = "login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, response = TokenIssued),
+        (status = 400, description = "Malformed JSON (`malformed_json`), or an empty username or password \
+            (`missing_credentials`).", body = ErrorBody),
+        (status = 401, description = "Unknown user or wrong password (`invalid_credentials`).", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"castwork\"`"))),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = InvalidBody),
+        (status = 429, description = "Too many failed logins for this username or client address \
+            (`rate_limited`).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(username = %body.username))]
 pub async fn login(
     State(state): State<AppState>,
@@ -60,6 +92,26 @@ pub async fn login(
 }
 
 /// Rotates a refresh token: the old one is spent, a new pair is returned.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh",
+    operation_id = "refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, response = TokenIssued),
+        (status = 400, response = MalformedJson),
+        (status = 401, description = "The refresh token is unknown, revoked or expired \
+            (`invalid_refresh_token`), or was already used (`refresh_token_reused`; its whole session \
+            is revoked).", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"castwork\"`"))),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = InvalidBody),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn refresh(
     State(state): State<AppState>,
@@ -70,6 +122,25 @@ pub async fn refresh(
 }
 
 /// Revokes the session (the refresh token's whole family).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    operation_id = "logout",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "The session is revoked (also when the refresh token was unknown: \
+            logout is idempotent)."),
+        (status = 400, response = MalformedJson),
+        (status = 401, response = Unauthenticated),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = InvalidBody),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(username = %caller.principal.username))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -81,6 +152,17 @@ pub async fn logout(
 }
 
 /// Who the bearer token says the caller is.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    operation_id = "me",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The caller, as the access token describes them.", body = Principal),
+        (status = 401, response = Unauthenticated),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn me(caller: Viewer) -> Json<Principal> {
     Json(caller.principal)

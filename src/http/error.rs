@@ -180,9 +180,7 @@ impl From<AuthError> for ApiError {
             AuthError::UserExists(_) => Self::Conflict(err.to_string()),
             AuthError::InvalidInput(message) => Self::Validation { message, fields: BTreeMap::new() },
             AuthError::Database(db) => Self::from(db),
-            AuthError::KeyConfig(_) | AuthError::Hashing => {
-                Self::Internal(format!("auth: {err:?}"))
-            }
+            AuthError::KeyConfig(_) | AuthError::Hashing => Self::Internal(format!("auth: {err:?}")),
         }
     }
 }

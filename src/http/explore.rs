@@ -10,10 +10,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Viewer;
+use super::openapi::{DatabaseUnavailable, ErrorBody, Internal, Unauthenticated};
 use crate::actors::views::ViewMsg;
 use crate::explore::model::{
-    DEFAULT_LIMIT, GroupCount, ItemSummary, ListQuery, MAX_LIMIT, MAX_QUERY_CHARS, MAX_TAG_FILTERS, Page,
-    SearchHit, Sort,
+    DEFAULT_LIMIT, GroupCount, Item, ItemSummary, ListQuery, MAX_LIMIT, MAX_QUERY_CHARS, MAX_TAG_FILTERS,
+    Page, SearchHit, Sort,
 };
 
 /// Parsed query-string pairs, refusing unknown or repeated (where not allowed) keys.
@@ -28,7 +29,10 @@ impl Params {
             .collect();
         for (key, _) in &pairs {
             if !allowed.contains(&key.as_str()) {
-                return Err(bad(format!("unknown parameter '{key}'; expected one of: {}", allowed.join(", "))));
+                return Err(bad(format!(
+                    "unknown parameter '{key}'; expected one of: {}",
+                    allowed.join(", ")
+                )));
             }
         }
         Ok(Self { pairs })
@@ -62,7 +66,9 @@ impl Params {
         if let Ok(at) = DateTime::parse_from_rfc3339(text) {
             return Ok(Some(at.with_timezone(&Utc)));
         }
-        if let Some(midnight) = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)) {
+        if let Some(midnight) =
+            NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0))
+        {
             return Ok(Some(midnight.and_utc()));
         }
         Err(bad(format!("{key} must be an RFC 3339 date-time (2025-06-01T00:00:00Z) or a date (2025-06-01)")))
@@ -114,6 +120,41 @@ fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
 }
 
 /// A filtered, sorted page of items with a keyset cursor.
+#[utoipa::path(
+    get,
+    path = "/api/v1/explore/items",
+    operation_id = "listItems",
+    tag = "explore",
+    params(
+        ("category" = Option<String>, Query, description = "Primary category code.", example = "cs.CV",
+            max_length = 256),
+        ("tag" = Option<Vec<String>>, Query, style = Form, explode, description = "A tag (category code) the \
+            item must carry; repeat the parameter for several (all must match), at most 10.",
+            example = json!(["cs.CV", "cs.LG"]), max_items = 10),
+        ("group" = Option<String>, Query, description = "Top-level group.", example = "Computer Science",
+            max_length = 256),
+        ("q" = Option<String>, Query, description = "Full-text query; blank is ignored.", max_length = 256),
+        ("from" = Option<String>, Query, description = "Published at or after: an RFC 3339 date-time \
+            (`2025-06-01T00:00:00Z`) or a date (`2025-06-01`, meaning midnight UTC).", example = "2025-06-01"),
+        ("to" = Option<String>, Query, description = "Published before; same format as `from`.",
+            example = "2025-07-01"),
+        ("sort" = Option<Sort>, Query, description = "Order; `new` when left out. `relevance` ranks by the \
+            full-text match of `q`."),
+        ("limit" = Option<u32>, Query, description = "Page size; 20 when left out.", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, with the \
+            same filters and sort."),
+    ),
+    responses(
+        (status = 200, description = "One page of items.", body = Page<ItemSummary>),
+        (status = 400, description = "An unknown or repeated parameter, a malformed or out-of-range value, \
+            `sort=relevance` without `q` (`invalid_query`), or a cursor that was altered or belongs to another \
+            query (`invalid_cursor`).", body = ErrorBody),
+        (status = 401, response = Unauthenticated),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(state): State<AppState>,
@@ -130,12 +171,39 @@ pub fn etag(version: i64) -> HeaderValue {
 }
 
 fn matches_any(header_value: &str, version: i64) -> bool {
-    header_value.split(',').map(str::trim).any(|tag| {
-        tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == version.to_string()
-    })
+    header_value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == version.to_string())
 }
 
 /// One item; `If-None-Match` with its current `ETag` gives 304.
+#[utoipa::path(
+    get,
+    path = "/api/v1/explore/items/{id}",
+    operation_id = "getItem",
+    tag = "explore",
+    params(
+        ("id" = String, Path, description = "The item id, e.g. `2506.20941` or `cond-mat/9909265`. Ids may \
+            contain `/`, which must be percent-encoded (`cond-mat%2F9909265`): the id is one path segment.",
+            example = "2506.20941"),
+        ("If-None-Match" = Option<String>, Header, description = "`ETag`s the client holds (`\"3\"`, \
+            `W/\"3\"`, a comma-separated list, or `*`); if one is current the answer is 304 without a body."),
+    ),
+    responses(
+        (status = 200, description = "The item.", body = Item,
+            headers(("ETag" = String, description = "The item's version as a strong entity tag, e.g. `\"3\"`."))),
+        (status = 304, description = "The client's copy is current.",
+            headers(("ETag" = String, description = "The item's current version."))),
+        (status = 400, description = "The id is not valid percent-encoded UTF-8 (`invalid_path`).",
+            body = ErrorBody),
+        (status = 401, response = Unauthenticated),
+        (status = 404, description = "No item with that id (`not_found`).", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(item = %id))]
 pub async fn item(
     State(state): State<AppState>,
@@ -143,7 +211,11 @@ pub async fn item(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let item = state.explore().get(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no item with id '{id}'")))?;
+    let item = state
+        .explore()
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no item with id '{id}'")))?;
     state.runtime().views.cast(ViewMsg::Viewed(item.id.clone()));
     let tag = etag(item.version);
     let fresh = headers
@@ -157,12 +229,49 @@ pub async fn item(
 }
 
 /// Groups → categories → item counts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/explore/categories",
+    operation_id = "listCategories",
+    tag = "explore",
+    responses(
+        (status = 200, description = "Every group with its categories and their item counts.",
+            body = Vec<GroupCount>),
+        (status = 401, response = Unauthenticated),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-pub async fn categories(State(state): State<AppState>, _caller: Viewer) -> Result<Json<Vec<GroupCount>>, ApiError> {
+pub async fn categories(
+    State(state): State<AppState>,
+    _caller: Viewer,
+) -> Result<Json<Vec<GroupCount>>, ApiError> {
     Ok(Json(state.explore().categories().await?))
 }
 
 /// Top items by time-decayed views.
+#[utoipa::path(
+    get,
+    path = "/api/v1/explore/trending",
+    operation_id = "listTrending",
+    tag = "explore",
+    params(
+        ("limit" = Option<u32>, Query, description = "How many items; 20 when left out.", minimum = 1,
+            maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "The top items, best first. One page only: `next_cursor` is always `null`.",
+            body = Page<ItemSummary>),
+        (status = 400, description = "An unknown or repeated parameter, or `limit` out of range \
+            (`invalid_query`).", body = ErrorBody),
+        (status = 401, response = Unauthenticated),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn trending(
     State(state): State<AppState>,
@@ -175,6 +284,31 @@ pub async fn trending(
 }
 
 /// Ranked full-text results with highlighted snippets.
+#[utoipa::path(
+    get,
+    path = "/api/v1/explore/search",
+    operation_id = "searchItems",
+    tag = "explore",
+    params(
+        ("q" = String, Query, description = "Full-text query; required and not blank.", max_length = 256,
+            example = "diffusion transformer"),
+        ("mode" = Option<String>, Query, description = "Only `text` (the default) is available; `semantic` and \
+            `hybrid` are refused with 400 for now.", example = "text"),
+        ("limit" = Option<u32>, Query, description = "Page size; 20 when left out.", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, with the \
+            same `q`."),
+    ),
+    responses(
+        (status = 200, description = "One page of hits, best match first.", body = Page<SearchHit>),
+        (status = 400, description = "`q` missing or blank, an unknown or unavailable `mode`, an unknown or \
+            repeated parameter, a value out of range (`invalid_query`), or a bad cursor (`invalid_cursor`).",
+            body = ErrorBody),
+        (status = 401, response = Unauthenticated),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn search(
     State(state): State<AppState>,

@@ -7,30 +7,47 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
+use super::openapi::{LiveBody, ReadyBody};
 use crate::actors::health::{ComponentHealth, ComponentStatus, HealthMsg, HealthReport};
 use crate::supervision::tree::NodeStatus;
 
 /// The node's overall status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Overall {
+    /// Every component ok and no supervised actor down.
     Ok,
+    /// Something is not ok, but no critical component is down.
     Degraded,
+    /// A critical component is down.
     Down,
 }
 
-#[derive(Serialize)]
-struct HealthBody {
-    status: Overall,
-    version: &'static str,
-    uptime_secs: u64,
-    components: BTreeMap<String, ComponentHealth>,
-    actors_down: Vec<String>,
+/// The body of `GET /health`.
+#[derive(Serialize, ToSchema)]
+pub struct HealthBody {
+    pub status: Overall,
+    /// The crate version.
+    #[schema(example = "0.1.0")]
+    pub version: &'static str,
+    pub uptime_secs: u64,
+    /// Every probed component, by name (e.g. `database`).
+    pub components: BTreeMap<String, ComponentHealth>,
+    /// Names of supervised actors that are down.
+    pub actors_down: Vec<String>,
 }
 
 /// 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "live",
+    tag = "health",
+    responses((status = 200, description = "The process is running.", body = LiveBody)),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "alive" }))
@@ -73,6 +90,17 @@ async fn report(state: &AppState) -> BTreeMap<String, ComponentHealth> {
 }
 
 /// 200 when the node can serve; 503 with the reason otherwise.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "The node can serve: `{\"ready\": true}`.", body = ReadyBody),
+        (status = 503, description = "Shutting down, or a critical component is down or not probed yet.",
+            body = ReadyBody),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn ready(State(state): State<AppState>) -> Response {
     if state.is_shutting_down() {
@@ -98,6 +126,16 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// Every component with its status, latency, last error and breaker state, plus
 /// supervised actors that are down. 503 when the node is down.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "health",
+    responses(
+        (status = 200, description = "The node is `ok` or `degraded`.", body = HealthBody),
+        (status = 503, description = "The node is `down`: a critical component is down.", body = HealthBody),
+    ),
+)]
 #[tracing::instrument(skip_all)]
 pub async fn health(State(state): State<AppState>) -> Response {
     let components = report(&state).await;

@@ -11,6 +11,10 @@ use super::AppState;
 use super::error::ApiError;
 use super::explore::etag;
 use super::extract::{ApiJson, Editor};
+use super::openapi::{
+    BadIfMatchOrJson, DatabaseUnavailable, ErrorBody, Forbidden, Internal, InvalidItem, MalformedJson,
+    PayloadTooLarge, PreconditionRequired, Unauthenticated, UnsupportedMediaType, VersionConflict,
+};
 use crate::explore::ExploreError;
 use crate::explore::model::{Item, ItemInput, ItemPatch};
 
@@ -46,7 +50,10 @@ fn required(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 fn with_etag(status: StatusCode, item: Item) -> Response {
     let mut response = (status, [(header::ETAG, etag(item.version))], Json(&item)).into_response();
     if status == StatusCode::CREATED {
-        let location = format!("/api/v1/explore/items/{}", url::form_urlencoded::byte_serialize(item.id.as_bytes()).collect::<String>());
+        let location = format!(
+            "/api/v1/explore/items/{}",
+            url::form_urlencoded::byte_serialize(item.id.as_bytes()).collect::<String>()
+        );
         if let Ok(value) = HeaderValue::from_str(&location) {
             response.headers_mut().insert(header::LOCATION, value);
         }
@@ -55,6 +62,31 @@ fn with_etag(status: StatusCode, item: Item) -> Response {
 }
 
 /// Creates an item.
+#[utoipa::path(
+    post,
+    path = "/api/v1/items",
+    operation_id = "createItem",
+    tag = "items",
+    request_body = ItemInput,
+    responses(
+        (status = 201, description = "Created.", body = Item,
+            headers(
+                ("ETag" = String, description = "The item's version as a strong entity tag: `\"1\"`."),
+                ("Location" = String, description = "The item's URL under `/api/v1/explore/items/`, with the id \
+                    percent-encoded."),
+            )),
+        (status = 400, response = MalformedJson),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "An item with that id already exists (`conflict`).", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = InvalidItem),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(editor = %caller.principal.username))]
 pub async fn create(
     State(state): State<AppState>,
@@ -66,6 +98,35 @@ pub async fn create(
 }
 
 /// Replaces an item.
+#[utoipa::path(
+    put,
+    path = "/api/v1/items/{id}",
+    operation_id = "replaceItem",
+    tag = "items",
+    params(
+        ("id" = String, Path, description = "The item id. Ids may contain `/`, which must be percent-encoded \
+            (`cond-mat%2F9909265`): the id is one path segment.", example = "2506.20941"),
+        ("If-Match" = String, Header, description = "The `ETag` of the version the change is based on \
+            (`\"3\"`; `W/\"3\"` is accepted too), or `*` to write whatever the current version is.",
+            example = "\"3\""),
+    ),
+    request_body = ItemInput,
+    responses(
+        (status = 200, description = "Replaced.", body = Item, headers(("ETag" = String, description = "The new version as a strong entity tag, e.g. `\"4\"`."))),
+        (status = 400, response = BadIfMatchOrJson),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No item with that id (`not_found`).", body = ErrorBody),
+        (status = 409, response = VersionConflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = InvalidItem),
+        (status = 428, response = PreconditionRequired),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(editor = %caller.principal.username, item = %id))]
 pub async fn replace(
     State(state): State<AppState>,
@@ -84,6 +145,36 @@ pub async fn replace(
 }
 
 /// Updates some fields of an item.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/items/{id}",
+    operation_id = "patchItem",
+    tag = "items",
+    params(
+        ("id" = String, Path, description = "The item id. Ids may contain `/`, which must be percent-encoded \
+            (`cond-mat%2F9909265`): the id is one path segment.", example = "2506.20941"),
+        ("If-Match" = String, Header, description = "The `ETag` of the version the change is based on \
+            (`\"3\"`; `W/\"3\"` is accepted too), or `*` to write whatever the current version is.",
+            example = "\"3\""),
+    ),
+    request_body(content = ItemPatch, description = "The fields to change; those left out keep their value. \
+        The merged item must be valid."),
+    responses(
+        (status = 200, description = "Updated.", body = Item, headers(("ETag" = String, description = "The new version as a strong entity tag, e.g. `\"4\"`."))),
+        (status = 400, response = BadIfMatchOrJson),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No item with that id (`not_found`).", body = ErrorBody),
+        (status = 409, response = VersionConflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = InvalidItem),
+        (status = 428, response = PreconditionRequired),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(editor = %caller.principal.username, item = %id))]
 pub async fn patch(
     State(state): State<AppState>,
@@ -98,6 +189,30 @@ pub async fn patch(
 }
 
 /// Deletes an item.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/items/{id}",
+    operation_id = "deleteItem",
+    tag = "items",
+    params(
+        ("id" = String, Path, description = "The item id. Ids may contain `/`, which must be percent-encoded \
+            (`cond-mat%2F9909265`): the id is one path segment.", example = "2506.20941"),
+        ("If-Match" = Option<String>, Header, description = "Optional: the `ETag` of the version to delete \
+            (`\"3\"`); a stale one is refused with 409. Left out or `*`, any version is deleted.",
+            example = "\"3\""),
+    ),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "`If-Match` is not an item `ETag` (`invalid_if_match`).", body = ErrorBody),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No item with that id (`not_found`).", body = ErrorBody),
+        (status = 409, response = VersionConflict),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(editor = %caller.principal.username, item = %id))]
 pub async fn delete(
     State(state): State<AppState>,

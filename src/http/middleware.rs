@@ -20,6 +20,7 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/health/ready",
     "/health",
     "/metrics",
+    "/api/openapi.json",
     "/api/v1/auth/login",
     "/api/v1/auth/refresh",
 ];

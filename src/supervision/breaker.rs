@@ -89,7 +89,7 @@ impl BreakerConfig {
 }
 
 /// The state of a breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     /// Calls flow and are recorded.
@@ -151,7 +151,7 @@ impl fmt::Display for Rejected {
 impl std::error::Error for Rejected {}
 
 /// A point-in-time view of a breaker, for status endpoints.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct BreakerSnapshot {
     /// The breaker's name.
     pub name: String,
@@ -165,7 +165,8 @@ pub struct BreakerSnapshot {
     pub slow_call_rate: f64,
     /// The current open period in milliseconds.
     pub open_duration_ms: u64,
-    /// While open or forced open, how long until a call may be tried.
+    /// While open or forced open, how long until a call may be tried; otherwise `null`.
+    #[schema(required = true)]
     pub retry_after_ms: Option<u64>,
     /// State transitions since construction.
     pub transitions: u64,

@@ -21,7 +21,7 @@ use super::tree::{ActorNode, ActorStats, Failure, FailureKind, NodeStatus};
 use crate::metrics;
 
 /// What the chaos hook can do to an actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChaosAction {
     /// Terminate it forcefully, mid-message if need be.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::breaker::BreakerSnapshot;
 
@@ -28,7 +29,7 @@ impl ActorStats {
 }
 
 /// What a supervisor knows of a child's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     /// Started and processing messages.
@@ -42,7 +43,7 @@ pub enum NodeStatus {
 }
 
 /// How an actor ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// Panicked or returned an error from a handler.
@@ -68,7 +69,7 @@ impl FailureKind {
 }
 
 /// The last failure of an actor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Failure {
     pub kind: FailureKind,
     pub reason: String,
@@ -76,17 +77,24 @@ pub struct Failure {
 }
 
 /// One actor in the tree.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActorNode {
+    #[schema(example = "explore")]
     pub name: String,
+    /// `null` while the actor is not running.
+    #[schema(required = true)]
     pub actor_id: Option<String>,
     pub kind: String,
     pub status: NodeStatus,
     pub restarts: u64,
+    #[schema(required = true)]
     pub last_failure: Option<Failure>,
     pub messages_handled: u64,
+    /// Present for actors that guard a dependency with a circuit breaker.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub breaker: Option<BreakerSnapshot>,
+    #[schema(no_recursion)]
     pub children: Vec<ActorNode>,
 }
 

@@ -47,6 +47,8 @@ pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
+    /// The node's database, for assertions the API cannot make (outbox rows).
+    pub database_url: String,
     _db: DbGuard,
 }
 
@@ -119,13 +121,14 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         }
     };
     let guard = DbGuard { temp_dir: temp_dir.clone(), pg_database };
+    let database_url = url.clone();
     let mut settings = test_settings(&temp_dir, &url);
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until(std::future::pending()));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-    let test_app = TestApp { address, client, _db: guard };
+    let test_app = TestApp { address, client, database_url, _db: guard };
     test_app.wait_ready().await;
     test_app
 }
@@ -237,4 +240,33 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+impl TestApp {
+    /// Counts rows of a simple `SELECT COUNT(*) FROM <table> WHERE <column> = <value>` query.
+    pub async fn count_rows(&self, table: &str, column: &str, value: &str) -> i64 {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = Database::connect(&self.database_url).await.expect("connect to the test database");
+        let backend = db.get_database_backend();
+        let placeholder = if backend == sea_orm::DbBackend::Postgres { "$1" } else { "?" };
+        let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} = {placeholder}");
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(backend, sql, [value.into()]))
+            .await
+            .expect("count query")
+            .expect("a row");
+        let n: i64 = row.try_get("", "n").expect("count column");
+        db.close().await.ok();
+        n
+    }
+}
+
+/// A node with the embedded sample catalogue imported.
+pub async fn spawn_app_with_sample(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |s| s.explore.import_sample_on_start = true).await
+}
+
+/// Percent-encodes a path segment (item ids may contain `/`).
+pub fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
 }

@@ -13,4 +13,7 @@ mod auth;
 mod chaos;
 mod config;
 mod errors;
+mod explore;
 mod health;
+mod items;
+mod openapi;
