@@ -9,7 +9,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, SqlErr,
-    TransactionTrait,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 use super::model::{Item, ItemInput, ItemPatch};
@@ -78,6 +78,18 @@ async fn current(txn: &DatabaseTransaction, id: &str) -> Result<Option<item::Mod
 }
 
 impl ExploreService {
+    /// A write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`),
+    /// so concurrent writers queue instead of failing with "database is locked" when they
+    /// upgrade from reading; PostgreSQL ignores the option and relies on row locks.
+    async fn begin_write(&self) -> Result<DatabaseTransaction, sea_orm::DbErr> {
+        self.db()
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+    }
+
     /// Creates an item (id from the input, or a new UUID).
     #[tracing::instrument(skip_all, fields(item = tracing::field::Empty))]
     pub async fn create(&self, mut input: ItemInput) -> Result<Item, ExploreError> {
@@ -103,7 +115,7 @@ impl ExploreService {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        let txn = self.db().begin().await?;
+        let txn = self.begin_write().await?;
         if let Err(err) = item::Entity::insert(row).exec_without_returning(&txn).await {
             return Err(match err.sql_err() {
                 Some(SqlErr::UniqueConstraintViolation(_)) => ExploreError::AlreadyExists(id),
@@ -152,7 +164,7 @@ impl ExploreService {
         expected_version: Option<i64>,
         build: impl FnOnce(&Item) -> Result<ItemInput, ExploreError>,
     ) -> Result<Item, ExploreError> {
-        let txn = self.db().begin().await?;
+        let txn = self.begin_write().await?;
         let old = current(&txn, id).await?.ok_or_else(|| ExploreError::NotFound(id.to_owned()))?;
         let expected = expected_version.unwrap_or(old.version);
         if old.version != expected {
@@ -195,7 +207,7 @@ impl ExploreService {
     /// Deletes an item if it is still at `expected_version` (`None`: unconditionally).
     #[tracing::instrument(skip_all, fields(item = %id))]
     pub async fn delete(&self, id: &str, expected_version: Option<i64>) -> Result<(), ExploreError> {
-        let txn = self.db().begin().await?;
+        let txn = self.begin_write().await?;
         let old = current(&txn, id).await?.ok_or_else(|| ExploreError::NotFound(id.to_owned()))?;
         let expected = expected_version.unwrap_or(old.version);
         let deleted = item::Entity::delete_many()
@@ -227,7 +239,7 @@ impl ExploreService {
             return Ok(());
         }
         let now = Utc::now();
-        let txn = self.db().begin().await?;
+        let txn = self.begin_write().await?;
         let ids: Vec<String> = views.keys().cloned().collect();
         for chunk in ids.chunks(500) {
             let rows: Vec<(String, f64)> = item::Entity::find()

@@ -102,6 +102,8 @@ struct Child {
     /// Bumped whenever a restart is scheduled or the child is stopped on purpose,
     /// so stale timers are ignored.
     generation: u64,
+    /// Whether the down gauge is raised for it (cleared by the next successful start).
+    marked_down: bool,
 }
 
 /// A supervisor's state, built in `pre_start`.
@@ -133,6 +135,7 @@ impl Actor for Supervisor {
                 last_failure: None,
                 window: RestartWindow::new(self.intensity),
                 generation: 0,
+                marked_down: false,
             })
             .collect();
         Ok(SupervisorState { children, rng: StdRng::from_os_rng(), stats: args.stats })
@@ -247,7 +250,10 @@ impl Supervisor {
         match (child.spec.start)(ctx).await {
             Ok(started) => {
                 child.running = Some(started);
-                metrics::actor_down(&child.spec.name, false);
+                if child.marked_down {
+                    child.marked_down = false;
+                    metrics::actor_down(&child.spec.name, false);
+                }
                 child.status = NodeStatus::Running;
                 if is_restart {
                     child.restarts += 1;
@@ -281,6 +287,7 @@ impl Supervisor {
             IntensityDecision::Exceeded { recent } => {
                 child.status = NodeStatus::Down;
                 child.generation += 1;
+                child.marked_down = true;
                 metrics::actor_down(&child.spec.name, true);
                 tracing::error!(
                     supervisor = %self.name,

@@ -23,8 +23,8 @@ async fn outbox(app: &TestApp, id: &str) -> i64 {
 
 async fn create_update_delete_with_outbox(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
-    let editor = app.user_token("ed", "editor").await;
-    let viewer = app.user_token("vi", "viewer").await;
+    let editor = app.user_token("editor1", "editor").await;
+    let viewer = app.user_token("viewer1", "viewer").await;
     let id = "cond-mat/9909265";
 
     let response =
