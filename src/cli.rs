@@ -113,7 +113,9 @@ impl Cli {
                 let options = import::ImportOptions { batch_size: batch_size as usize };
                 let summary = import::report::import_path_with_progress(&db, &path, &options)
                     .await
-                    .with_context(|| format!("failed to import {}", path.display()))?;
+                    // The message already names the file and its cause; keep the chain from repeating them.
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .context("import failed")?;
                 let text = import::report::render_summary(&path.display().to_string(), &summary);
                 // Rejected lines are reported, not failures: the exit status stays 0.
                 std::io::stdout().lock().write_all(text.as_bytes()).context("failed to write the summary")

@@ -3,9 +3,9 @@
 //! arXiv catalogue (`id, title, body, category, category_code, group, tags,
 //! published_at, source_url`; other fields such as `score` are ignored).
 //!
-//! Memory stays constant: a blocking thread ([`parse`]) reads line by line, parses
+//! Memory stays constant: a blocking thread (`import/parse.rs`) reads line by line, parses
 //! and validates, and sends batches through a channel of capacity 2 to the async
-//! writer ([`store`]), which applies each batch in one transaction. Each item is
+//! writer (`import/store.rs`), which applies each batch in one transaction. Each item is
 //! classified by its [`content_hash`](crate::explore::validate::content_hash):
 //! new items are inserted, changed ones updated (version + 1, views and trend kept),
 //! identical ones left alone, so a re-import writes nothing. Every insert and
