@@ -43,7 +43,7 @@ pub enum Command {
         /// The file, e.g. catalog.jsonl.gz.
         path: std::path::PathBuf,
         /// Lines per transaction.
-        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         batch_size: u32,
     },
 }

@@ -49,7 +49,7 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        Self { batch_size: 500 }
+        Self { batch_size: 2000 }
     }
 }
 
