@@ -32,9 +32,11 @@ pub mod env {
     pub const RUST_LOG: &str = "RUST_LOG";
     /// PostgreSQL server the integration tests create their databases on.
     pub const TEST_PG_URL: &str = "CASTWORK_TEST_PG_URL";
+    /// Redis the integration tests use (default `redis://127.0.0.1:6379`).
+    pub const TEST_REDIS_URL: &str = "CASTWORK_TEST_REDIS_URL";
     /// Keys under [`PREFIX`] that are not configuration keys.
-    pub(super) const NOT_KEYS: [&str; 5] =
-        ["env", "config_dir", "bootstrap_admin_password", "user_password", "test_pg_url"];
+    pub(super) const NOT_KEYS: [&str; 6] =
+        ["env", "config_dir", "bootstrap_admin_password", "user_password", "test_pg_url", "test_redis_url"];
 }
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -124,6 +126,8 @@ pub struct Settings {
     pub supervision: SupervisionSettings,
     /// The Explore catalogue.
     pub explore: ExploreSettings,
+    /// The Explore cache.
+    pub cache: CacheSettings,
     /// The environment name, from `CASTWORK_ENV` (not a key).
     #[serde(skip, default = "Environment::from_env")]
     pub environment: Environment,
@@ -226,14 +230,78 @@ pub struct SupervisionSettings {
     pub ask_timeout_ms: u64,
 }
 
+/// `[cache]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub enabled: bool,
+    pub shards: usize,
+    pub l1_enabled: bool,
+    pub l1_max_bytes: u64,
+    pub l1_max_entries: usize,
+    pub item_ttl_secs: u64,
+    pub list_ttl_secs: u64,
+    pub search_ttl_secs: u64,
+    pub categories_ttl_secs: u64,
+    pub trending_ttl_secs: u64,
+    pub negative_ttl_secs: u64,
+    pub ttl_jitter: f64,
+    pub xfetch_beta: f64,
+    pub compress_threshold_bytes: usize,
+    pub warm_on_start: bool,
+    pub redis: CacheRedisSettings,
+}
+
+/// `[cache.redis]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRedisSettings {
+    /// May carry a password, so it is a secret.
+    pub url: Secret,
+    pub key_prefix: String,
+    pub pool_size: usize,
+    pub timeout_ms: u64,
+    pub breaker: BreakerSettings,
+}
+
+/// A circuit breaker's settings (`[cache.redis.breaker]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    pub window_size: u32,
+    pub minimum_calls: u32,
+    pub failure_rate_threshold: f64,
+    pub slow_call_rate_threshold: f64,
+    pub slow_call_ms: u64,
+    pub half_open_permitted_calls: u32,
+    pub open_ms: u64,
+    pub max_open_ms: u64,
+}
+
+impl BreakerSettings {
+    /// The breaker configuration these settings describe.
+    pub fn to_config(&self) -> crate::supervision::breaker::BreakerConfig {
+        crate::supervision::breaker::BreakerConfig {
+            window_size: self.window_size,
+            minimum_calls: self.minimum_calls,
+            failure_rate_threshold: self.failure_rate_threshold,
+            slow_call_rate_threshold: self.slow_call_rate_threshold,
+            slow_call_duration: Duration::from_millis(self.slow_call_ms),
+            half_open_permitted_calls: self.half_open_permitted_calls,
+            open_duration: Duration::from_millis(self.open_ms),
+            max_open_duration: Duration::from_millis(self.max_open_ms),
+        }
+    }
+}
+
 /// `[explore]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExploreSettings {
     /// Import the sample catalogue embedded in the binary when `items` is empty at start.
     pub import_sample_on_start: bool,
-    /// Key that signs list cursors; empty: a random key per process (cursors do not
-    /// survive a restart or cross nodes).
+    /// Key that signs list cursors; empty: derived from `auth.jwt_secret` when set,
+    /// else a random key per process.
     pub cursor_secret: Secret,
     /// How often counted item views are flushed to the database.
     pub views_flush_ms: u64,
@@ -383,6 +451,48 @@ impl Settings {
         }
         if sup.ask_timeout_ms == 0 {
             return bad("supervision.ask_timeout_ms", "must be at least 1");
+        }
+        let cache = &self.cache;
+        if !(1..=1024).contains(&cache.shards) {
+            return bad("cache.shards", "must be between 1 and 1024");
+        }
+        if cache.l1_max_bytes < 64 * 1024 {
+            return bad("cache.l1_max_bytes", "must be at least 65536");
+        }
+        if cache.l1_max_entries == 0 {
+            return bad("cache.l1_max_entries", "must be at least 1");
+        }
+        if !(0.0..=0.5).contains(&cache.ttl_jitter) {
+            return bad("cache.ttl_jitter", "must be between 0 and 0.5");
+        }
+        if !(cache.xfetch_beta.is_finite() && cache.xfetch_beta >= 0.0) {
+            return bad("cache.xfetch_beta", "must be a number at least 0");
+        }
+        for (key, secs) in [
+            ("cache.item_ttl_secs", cache.item_ttl_secs),
+            ("cache.list_ttl_secs", cache.list_ttl_secs),
+            ("cache.search_ttl_secs", cache.search_ttl_secs),
+            ("cache.categories_ttl_secs", cache.categories_ttl_secs),
+            ("cache.trending_ttl_secs", cache.trending_ttl_secs),
+            ("cache.negative_ttl_secs", cache.negative_ttl_secs),
+        ] {
+            if secs == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        let redis_url = cache.redis.url.expose();
+        let redis_scheme = ["redis://", "rediss://"].iter().any(|s| redis_url.starts_with(s));
+        if !redis_url.is_empty() && !redis_scheme {
+            return bad("cache.redis.url", "must start with redis:// or rediss://");
+        }
+        if cache.redis.pool_size == 0 {
+            return bad("cache.redis.pool_size", "must be at least 1");
+        }
+        if cache.redis.timeout_ms == 0 {
+            return bad("cache.redis.timeout_ms", "must be at least 1");
+        }
+        if let Err(reason) = cache.redis.breaker.to_config().validate() {
+            return bad("cache.redis.breaker", reason);
         }
         if self.explore.views_flush_ms < 10 {
             return bad("explore.views_flush_ms", "must be at least 10");

@@ -13,12 +13,14 @@
 //! | `trend.rs` | the time-decayed view score |
 //! | `import.rs` | streaming JSON Lines import (plain or gzip) |
 
+pub mod cached;
 pub mod cursor;
 pub mod import;
 pub mod model;
 pub mod read;
 pub mod trend;
 pub mod validate;
+pub mod warm;
 pub mod write;
 
 use std::sync::Arc;
@@ -58,18 +60,58 @@ pub enum ExploreError {
     Database(#[from] sea_orm::DbErr),
 }
 
+/// What an item belonged to, for invalidating the pages that may show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Families {
+    pub group: String,
+    pub category_code: String,
+    pub tags: Vec<String>,
+}
+
+/// A committed item change: its families before (absent on create) and after (absent on delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemChange {
+    pub id: String,
+    pub before: Option<Families>,
+    pub after: Option<Families>,
+}
+
+/// Told of every committed item change before the write returns (so a cache can
+/// give read-your-writes). The same facts are in the outbox event.
+pub trait ChangeSink: Send + Sync {
+    /// Called after the transaction commits.
+    fn changed(&self, change: ItemChange) -> futures::future::BoxFuture<'static, ()>;
+}
+
 /// The catalogue service. Cheap to clone.
 #[derive(Clone)]
 pub struct ExploreService {
     db: DatabaseConnection,
     cursors: Arc<CursorCodec>,
     loads: Arc<AtomicU64>,
+    sink: Arc<std::sync::OnceLock<Arc<dyn ChangeSink>>>,
 }
 
 impl ExploreService {
     /// A service over this database; cursors are signed with `cursor_secret`.
     pub fn new(db: DatabaseConnection, cursor_secret: &[u8]) -> Self {
-        Self { db, cursors: Arc::new(CursorCodec::new(cursor_secret)), loads: Arc::default() }
+        Self {
+            db,
+            cursors: Arc::new(CursorCodec::new(cursor_secret)),
+            loads: Arc::default(),
+            sink: Arc::default(),
+        }
+    }
+
+    /// Registers the one [`ChangeSink`] (a second call is ignored).
+    pub fn set_change_sink(&self, sink: Arc<dyn ChangeSink>) {
+        let _ = self.sink.set(sink);
+    }
+
+    pub(crate) async fn notify(&self, change: ItemChange) {
+        if let Some(sink) = self.sink.get() {
+            sink.changed(change).await;
+        }
     }
 
     /// The database pool.

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cache;
 pub mod error;
 pub mod explore;
 pub mod extract;
@@ -30,7 +31,7 @@ use tower_http::trace::TraceLayer;
 use crate::actors::root::Runtime;
 use crate::auth::AuthService;
 use crate::config::Settings;
-use crate::explore::ExploreService;
+use crate::explore::cached::CachedExplore;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -42,7 +43,7 @@ struct Inner {
     settings: Arc<Settings>,
     runtime: Arc<Runtime>,
     auth: AuthService,
-    explore: ExploreService,
+    explore: CachedExplore,
     db: DatabaseConnection,
     shutting_down: AtomicBool,
     started: tokio::time::Instant,
@@ -54,7 +55,7 @@ impl AppState {
         settings: Arc<Settings>,
         runtime: Arc<Runtime>,
         auth: AuthService,
-        explore: ExploreService,
+        explore: CachedExplore,
         db: DatabaseConnection,
     ) -> Self {
         let inner = Inner {
@@ -81,7 +82,7 @@ impl AppState {
         &self.inner.auth
     }
     /// The catalogue.
-    pub fn explore(&self) -> &ExploreService {
+    pub fn explore(&self) -> &CachedExplore {
         &self.inner.explore
     }
     /// The database pool (for pool gauges only; handlers go through services).
@@ -125,6 +126,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/items", post(items::create))
         .route("/api/v1/items/{id}", put(items::replace).patch(items::patch).delete(items::delete))
         .route("/api/v1/admin/users", post(admin::create_user))
+        .route("/api/v1/admin/cache", get(cache::report).delete(cache::flush))
+        .route("/api/v1/admin/cache/warm", post(cache::warm))
         .route("/api/v1/admin/actors", get(admin::actors))
         .route("/api/v1/admin/chaos", post(admin::chaos))
         .fallback(middleware::not_found)

@@ -9,7 +9,10 @@
 //! | [`db`] | connection (SQLite default, PostgreSQL), migrations, entities |
 //! | [`auth`] | users, argon2id passwords, JWT access tokens, rotating refresh tokens, login slow-down |
 //! | [`supervision`] | restart strategies, intensity, backoff, circuit breaker, the generic supervisor, the tree snapshot |
-//! | [`actors`] | one actor per file: the root tree and the HealthActor |
+//! | [`actors`] | one actor per file: the root tree, HealthActor, ViewCounter, cache shards and listener |
+//! | [`explore`] | the catalogue: typed queries, reads, writes, import, trending, the cached reads |
+//! | [`cache`] | the sharded Explore cache: routing, L2 over Redis, generations, value format |
+//! | [`outbox`] | the transactional outbox written with every item change |
 //! | [`http`] | the axum router, one file per API area, the error model |
 //! | [`startup`] | [`startup::Application`]: build a node, run it, shut it down gracefully |
 //! | [`cli`] | the `castwork` command line |
@@ -20,6 +23,7 @@
 
 pub mod actors;
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;

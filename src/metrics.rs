@@ -126,3 +126,63 @@ pub fn explore_view_flush(outcome: &'static str) {
 pub fn import_items(outcome: &'static str, count: u64) {
     metrics::counter!(IMPORT_ITEMS_TOTAL, "outcome" => outcome).increment(count);
 }
+
+/// Cache lookups by tier (`l1`, `l2`) and outcome (`hit`, `miss`).
+pub const CACHE_LOOKUPS_TOTAL: &str = "castwork_cache_lookups_total";
+/// Cache misses that joined a load already in flight (single flight).
+pub const CACHE_COALESCED_TOTAL: &str = "castwork_cache_coalesced_total";
+/// L1 entries evicted to stay within the byte budget.
+pub const CACHE_EVICTIONS_TOTAL: &str = "castwork_cache_evictions_total";
+/// Time to fill a miss, by tier (`l2`, `loader`).
+pub const CACHE_FILL_DURATION_SECONDS: &str = "castwork_cache_fill_duration_seconds";
+/// Invalidations by origin (`local`, `remote`) and kind (`item`, `family`, `flush`).
+pub const CACHE_INVALIDATIONS_TOTAL: &str = "castwork_cache_invalidations_total";
+/// L1 entries and bytes across shards (refreshed when `/metrics` or the cache admin is read).
+pub const CACHE_L1_ENTRIES: &str = "castwork_cache_l1_entries";
+/// L1 bytes across shards.
+pub const CACHE_L1_BYTES: &str = "castwork_cache_l1_bytes";
+
+/// Counts a cache lookup.
+pub fn cache_lookup(tier: &'static str, outcome: &'static str) {
+    metrics::counter!(CACHE_LOOKUPS_TOTAL, "tier" => tier, "outcome" => outcome).increment(1);
+}
+
+/// Counts a coalesced miss.
+pub fn cache_coalesced() {
+    metrics::counter!(CACHE_COALESCED_TOTAL).increment(1);
+}
+
+/// Counts an L1 eviction.
+pub fn cache_eviction() {
+    metrics::counter!(CACHE_EVICTIONS_TOTAL).increment(1);
+}
+
+/// Records how long filling a miss took at a tier.
+pub fn cache_tier_latency(tier: &'static str, elapsed: Duration) {
+    metrics::histogram!(CACHE_FILL_DURATION_SECONDS, "tier" => tier).record(elapsed.as_secs_f64());
+}
+
+/// Counts an invalidation.
+pub fn cache_invalidation(origin: &'static str, kind: &'static str) {
+    metrics::counter!(CACHE_INVALIDATIONS_TOTAL, "origin" => origin, "kind" => kind).increment(1);
+}
+
+/// Sets the L1 size gauges.
+pub fn cache_l1_size(entries: u64, bytes: u64) {
+    metrics::gauge!(CACHE_L1_ENTRIES).set(entries as f64);
+    metrics::gauge!(CACHE_L1_BYTES).set(bytes as f64);
+}
+
+/// Redis (L2) operations by op (`get`, `set`, `del`, `incr`, `mget`, `publish`, `ping`) and
+/// outcome (`ok`, `miss`, `error`, `timeout`, `rejected`: turned away by the open breaker).
+pub const CACHE_REDIS_OPS_TOTAL: &str = "castwork_cache_redis_ops_total";
+/// Redis (L2) operation latency in seconds, by op; calls rejected by the breaker are not timed.
+pub const CACHE_REDIS_DURATION_SECONDS: &str = "castwork_cache_redis_duration_seconds";
+
+/// Counts one Redis operation and, unless the breaker rejected it, records its latency.
+pub fn cache_redis_op(op: &'static str, outcome: &'static str, elapsed: Option<Duration>) {
+    metrics::counter!(CACHE_REDIS_OPS_TOTAL, "op" => op, "outcome" => outcome).increment(1);
+    if let Some(elapsed) = elapsed {
+        metrics::histogram!(CACHE_REDIS_DURATION_SECONDS, "op" => op).record(elapsed.as_secs_f64());
+    }
+}

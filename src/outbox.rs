@@ -1,6 +1,7 @@
 //! The transactional outbox: every item change appends an event in the same
-//! transaction as the change itself. A relay (the queue bridge) publishes them;
-//! the cache consumes them to invalidate.
+//! transaction as the change itself, so no change is ever committed without its
+//! event. Nothing relays the table to a broker yet; in-process, the same facts
+//! reach the cache through `explore::ChangeSink` before the write returns.
 
 use chrono::Utc;
 use sea_orm::{ActiveValue::NotSet, ConnectionTrait, DbErr, EntityTrait, Set};

@@ -12,9 +12,12 @@ use tokio::net::TcpListener;
 
 use crate::actors::root::Runtime;
 use crate::auth::{AuthError, AuthService, JwtKeys};
+use crate::cache::Cache;
+use crate::cache::redis::{RedisSettings, RedisTier};
 use crate::config::Settings;
 use crate::db::{self, DbError};
-use crate::explore::{ExploreService, import};
+use crate::explore::cached::{CacheSink, CachedExplore, Ttls};
+use crate::explore::{ExploreService, import, warm};
 use crate::http::{self, AppState};
 use crate::telemetry;
 
@@ -31,6 +34,8 @@ pub enum StartupError {
     Bind { address: String, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("failed to set up the cache: {0}")]
+    Cache(String),
 }
 
 /// A built node, bound to its port, not yet serving.
@@ -85,8 +90,20 @@ impl Application {
                 }
             }
         }
-        let runtime = Arc::new(Runtime::start(&settings, db.clone(), explore.clone()).await?);
-        let state = AppState::new(settings, runtime.clone(), auth, explore, db);
+        let cache = build_cache(&settings).await?;
+        if let Some(cache) = &cache {
+            explore.set_change_sink(Arc::new(CacheSink { cache: cache.clone() }));
+        }
+        let cached = CachedExplore::new(explore.clone(), cache.clone(), Ttls::from_settings(&settings.cache));
+        let runtime = Arc::new(Runtime::start(&settings, db.clone(), explore, cache).await?);
+        if settings.cache.enabled && settings.cache.warm_on_start {
+            // in the background: the node serves (slower) while it warms
+            let warming = cached.clone();
+            runtime.track(tokio::spawn(async move {
+                warm::warm(&warming).await;
+            }));
+        }
+        let state = AppState::new(settings, runtime.clone(), auth, cached, db);
         Ok(Self { listener, port, state, runtime })
     }
 
@@ -134,6 +151,27 @@ impl Application {
         tracing::info!("castwork stopped");
         result
     }
+}
+
+/// The cache described by `[cache]`: `None` when disabled; L1-only without a Redis URL.
+async fn build_cache(settings: &Settings) -> Result<Option<Cache>, StartupError> {
+    let cs = &settings.cache;
+    if !cs.enabled {
+        return Ok(None);
+    }
+    let l2 = if cs.redis.url.is_empty() {
+        None
+    } else {
+        let redis = RedisSettings {
+            url: cs.redis.url.expose().to_owned(),
+            key_prefix: cs.redis.key_prefix.clone(),
+            pool_size: cs.redis.pool_size,
+            command_timeout: Duration::from_millis(cs.redis.timeout_ms),
+            breaker: cs.redis.breaker.to_config(),
+        };
+        Some(RedisTier::connect(redis).await.map_err(|e| StartupError::Cache(e.to_string()))?)
+    };
+    Ok(Some(Cache::new(cs.shards, l2, settings.supervision.ask_timeout())))
 }
 
 /// The key that signs Explore cursors: `explore.cursor_secret`, else derived from

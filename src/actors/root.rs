@@ -10,8 +10,12 @@ use ractor::{Actor, ActorRef, SpawnErr};
 use sea_orm::DatabaseConnection;
 use tokio::task::JoinHandle;
 
+use super::cache_listener::{CacheListener, ListenerArgs};
+use super::cache_shard::{CacheShard, ShardArgs};
 use super::health::{DatabaseProbe, HealthActor, HealthArgs, HealthMsg, Probe};
 use super::views::{ViewArgs, ViewCounter, ViewMsg};
+use crate::cache::Cache;
+use crate::cache::redis::RedisProbe;
 use crate::config::Settings;
 use crate::explore::ExploreService;
 use crate::supervision::child::{ChildSpec, StartedChild};
@@ -24,6 +28,7 @@ use crate::supervision::tree::{ActorNode, ActorStats, NodeStatus};
 pub struct Runtime {
     root: ActorRef<SupervisorMsg>,
     handle: std::sync::Mutex<Option<JoinHandle<()>>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stats: Arc<ActorStats>,
     /// Where handlers find the current HealthActor.
     pub health: ActorSlot<HealthMsg>,
@@ -38,12 +43,22 @@ impl Runtime {
         settings: &Settings,
         db: DatabaseConnection,
         explore: ExploreService,
+        cache: Option<Cache>,
     ) -> Result<Self, SpawnErr> {
         let sup = &settings.supervision;
         let health = ActorSlot::<HealthMsg>::new("health");
         let views = ActorSlot::<ViewMsg>::new("views");
-        let children =
-            vec![health_child(settings, db, health.clone()), views_child(settings, explore, views.clone())];
+        let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe::new(db))];
+        if let Some(l2) = cache.as_ref().and_then(Cache::l2) {
+            probes.push(Arc::new(RedisProbe::new(l2.clone())));
+        }
+        let mut children = vec![
+            health_child(settings, probes, health.clone()),
+            views_child(settings, explore, views.clone()),
+        ];
+        if let Some(cache) = &cache {
+            children.push(cache_child(settings, cache.clone()));
+        }
         let root = Supervisor {
             name: "root".to_owned(),
             strategy: RestartStrategy::OneForOne,
@@ -59,11 +74,19 @@ impl Runtime {
         Ok(Self {
             root,
             handle: std::sync::Mutex::new(Some(handle)),
+            tasks: std::sync::Mutex::default(),
             stats,
             health,
             views,
             ask_timeout: sup.ask_timeout(),
         })
+    }
+
+    /// Owns a background task of the node, so shutdown waits for (or ends) it.
+    pub fn track(&self, task: JoinHandle<()>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 
     /// Deadline for asks to actors.
@@ -101,6 +124,10 @@ impl Runtime {
 
     /// Stops the tree children-first and waits for it.
     pub async fn shutdown(&self, grace: Duration) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
         let stopped = self.root.stop_and_wait(Some("shutdown".to_owned()), Some(grace)).await;
         if stopped.is_err() {
             tracing::warn!("actor tree did not stop within the grace period; killing it");
@@ -113,10 +140,10 @@ impl Runtime {
     }
 }
 
-fn health_child(settings: &Settings, db: DatabaseConnection, slot: ActorSlot<HealthMsg>) -> ChildSpec {
+fn health_child(settings: &Settings, probes: Vec<Arc<dyn Probe>>, slot: ActorSlot<HealthMsg>) -> ChildSpec {
     let health = settings.health.clone();
     ChildSpec::new("health", "health", move |ctx| {
-        let probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe::new(db.clone()))];
+        let probes = probes.clone();
         let actor = HealthActor { settings: health.clone() };
         let slot = slot.clone();
         async move {
@@ -141,4 +168,73 @@ fn views_child(settings: &Settings, explore: ExploreService, slot: ActorSlot<Vie
             Ok(StartedChild::worker(actor))
         }
     })
+}
+
+/// The cache subtree: a supervisor over the shards (one for one: a shard's failure
+/// touches no other) and, with Redis, the listener.
+fn cache_child(settings: &Settings, cache: Cache) -> ChildSpec {
+    let sup = settings.supervision.clone();
+    let shutdown = Duration::from_secs(settings.server.shutdown_grace_secs);
+    let cs = settings.cache.clone();
+    ChildSpec::new("cache", "supervisor", move |ctx| {
+        let n = cache.shard_count();
+        let mut children: Vec<ChildSpec> = (0..n).map(|i| shard_child(&cs, &cache, i)).collect();
+        if cache.l2().is_some() {
+            let cache = cache.clone();
+            children.push(ChildSpec::new("cache-listener", "cache-listener", move |ctx| {
+                let args = ListenerArgs { cache: cache.clone(), stats: ctx.stats };
+                async move {
+                    let (actor, _handle) =
+                        Actor::spawn_linked(None, CacheListener, args, ctx.supervisor).await?;
+                    Ok(StartedChild::worker(actor))
+                }
+            }));
+        }
+        let supervisor = Supervisor {
+            name: "cache".to_owned(),
+            strategy: RestartStrategy::OneForOne,
+            intensity: sup.intensity(),
+            backoff: sup.backoff(),
+            down_retry: sup.down_retry(),
+            ask_timeout: sup.ask_timeout(),
+            shutdown_timeout: shutdown,
+        };
+        async move {
+            let args = SupervisorArgs { children, stats: ctx.stats };
+            let (actor, _handle) = Actor::spawn_linked(None, supervisor, args, ctx.supervisor).await?;
+            Ok(StartedChild::supervisor(actor))
+        }
+    })
+}
+
+fn shard_child(cs: &crate::config::CacheSettings, cache: &Cache, index: usize) -> ChildSpec {
+    let shards = u64::try_from(cache.shard_count().max(1)).unwrap_or(1);
+    let shard = CacheShard {
+        index,
+        l1_enabled: cs.l1_enabled,
+        l1_max_bytes: cs.l1_max_bytes / shards,
+        l1_max_entries: cs.l1_max_entries,
+        negative_ttl: Duration::from_secs(cs.negative_ttl_secs),
+        ttl_jitter: cs.ttl_jitter,
+        xfetch_beta: cs.xfetch_beta,
+        compress_threshold: cs.compress_threshold_bytes,
+    };
+    let breaker = cache.l2().map(|l2| l2.breaker().clone());
+    let cache = cache.clone();
+    let spec = ChildSpec::new(format!("cache-shard-{index}"), "cache-shard", move |ctx| {
+        let shard = shard.clone();
+        let args = ShardArgs { l2: cache.l2().cloned(), counters: cache.counters(index), stats: ctx.stats };
+        let slot = cache.slot(index).cloned();
+        async move {
+            let (actor, _handle) = Actor::spawn_linked(None, shard, args, ctx.supervisor).await?;
+            if let Some(slot) = slot {
+                slot.set(actor.clone());
+            }
+            Ok(StartedChild::worker(actor))
+        }
+    });
+    match breaker {
+        Some(breaker) => spec.with_breaker(breaker),
+        None => spec,
+    }
 }

@@ -15,7 +15,7 @@ use sea_orm::{
 use super::model::{Item, ItemInput, ItemPatch};
 use super::trend;
 use super::validate::{apply_patch, content_hash, validate_input};
-use super::{ExploreError, ExploreService};
+use super::{ExploreError, ExploreService, Families, ItemChange};
 use crate::db::entities::{item, item_tag};
 use crate::outbox::{self, OutboxEvent};
 
@@ -47,6 +47,10 @@ pub fn tags_from_json(value: &serde_json::Value) -> Vec<String> {
         serde_json::Value::String(text) => serde_json::from_str(text).unwrap_or_default(),
         _ => Vec::new(),
     }
+}
+
+fn families_of(item: &Item) -> Families {
+    Families { group: item.group.clone(), category_code: item.category_code.clone(), tags: item.tags.clone() }
 }
 
 fn input_of(item: &Item) -> ItemInput {
@@ -127,7 +131,9 @@ impl ExploreService {
         outbox::append(&txn, vec![event]).await?;
         let created = current(&txn, &id).await?.ok_or_else(|| ExploreError::NotFound(id.clone()))?;
         txn.commit().await?;
-        Ok(item_from_model(created))
+        let item = item_from_model(created);
+        self.notify(ItemChange { id: item.id.clone(), before: None, after: Some(families_of(&item)) }).await;
+        Ok(item)
     }
 
     /// Replaces an item's content if it is still at `expected_version` (`None`: unconditionally).
@@ -201,7 +207,10 @@ impl ExploreService {
         outbox::append(&txn, vec![event]).await?;
         let fresh = current(&txn, id).await?.ok_or_else(|| ExploreError::NotFound(id.to_owned()))?;
         txn.commit().await?;
-        Ok(item_from_model(fresh))
+        let item = item_from_model(fresh);
+        let before = Some(families_of(&item_from_model(old)));
+        self.notify(ItemChange { id: id.to_owned(), before, after: Some(families_of(&item)) }).await;
+        Ok(item)
     }
 
     /// Deletes an item if it is still at `expected_version` (`None`: unconditionally).
@@ -225,6 +234,8 @@ impl ExploreService {
         let event = OutboxEvent::item_deleted(id, old.version, &old.category_code, &old.group_name, &tags);
         outbox::append(&txn, vec![event]).await?;
         txn.commit().await?;
+        let before = Families { group: old.group_name, category_code: old.category_code, tags };
+        self.notify(ItemChange { id: id.to_owned(), before: Some(before), after: None }).await;
         Ok(())
     }
 

@@ -76,7 +76,7 @@ pub async fn actors(
 #[serde(deny_unknown_fields)]
 pub struct ChaosRequest {
     /// An actor name from `GET /api/v1/admin/actors`; not `root`.
-    #[schema(example = "explore")]
+    #[schema(example = "health")]
     pub actor: String,
     pub action: ChaosAction,
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::auth::AuthError;
 use crate::explore::ExploreError;
+use crate::explore::cached::ReadError;
 use crate::supervision::slot::AskError;
 
 /// Every error an HTTP handler can return.
@@ -187,19 +188,46 @@ impl From<AuthError> for ApiError {
 
 impl From<ExploreError> for ApiError {
     fn from(err: ExploreError) -> Self {
+        Self::from(&err)
+    }
+}
+
+impl From<&ExploreError> for ApiError {
+    fn from(err: &ExploreError) -> Self {
         match err {
             ExploreError::NotFound(_) => Self::NotFound(err.to_string()),
             ExploreError::VersionConflict { current, .. } => {
-                Self::VersionConflict { message: err.to_string(), current_version: current }
+                Self::VersionConflict { message: err.to_string(), current_version: *current }
             }
             ExploreError::AlreadyExists(_) => Self::Conflict(err.to_string()),
             ExploreError::PreconditionRequired => Self::PreconditionRequired(err.to_string()),
-            ExploreError::Invalid(fields) => {
-                Self::Validation { message: "the item is invalid; see fields".to_owned(), fields }
-            }
-            ExploreError::BadQuery(message) => Self::bad_request("invalid_query", message),
+            ExploreError::Invalid(fields) => Self::Validation {
+                message: "the item is invalid; see fields".to_owned(),
+                fields: fields.clone(),
+            },
+            ExploreError::BadQuery(message) => Self::bad_request("invalid_query", message.clone()),
             ExploreError::InvalidCursor => Self::bad_request("invalid_cursor", err.to_string()),
-            ExploreError::Database(db) => Self::from(db),
+            ExploreError::Database(db) => match db {
+                sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => Self::Unavailable {
+                    code: "database_unavailable",
+                    message: "the database is unavailable".to_owned(),
+                    retry_after: Duration::from_secs(2),
+                },
+                other => Self::Internal(format!("database: {other}")),
+            },
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(err: ReadError) -> Self {
+        match err {
+            ReadError::Explore(inner) => Self::from(inner.as_ref()),
+            ReadError::Timeout => Self::Unavailable {
+                code: "cache_timeout",
+                message: err.to_string(),
+                retry_after: Duration::from_secs(1),
+            },
         }
     }
 }

@@ -1,7 +1,6 @@
 //! Explore (viewer+): `GET /api/v1/explore/items`, `/items/{id}`, `/categories`,
 //! `/trending`, `/search`.
 
-use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +11,7 @@ use super::error::ApiError;
 use super::extract::Viewer;
 use super::openapi::{DatabaseUnavailable, ErrorBody, Internal, Unauthenticated};
 use crate::actors::views::ViewMsg;
+use crate::cache::format::CachedValue;
 use crate::explore::model::{
     DEFAULT_LIMIT, GroupCount, Item, ItemSummary, ListQuery, MAX_LIMIT, MAX_QUERY_CHARS, MAX_TAG_FILTERS,
     Page, SearchHit, Sort,
@@ -160,9 +160,14 @@ pub async fn list(
     State(state): State<AppState>,
     _caller: Viewer,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Page<ItemSummary>>, ApiError> {
+) -> Result<Response, ApiError> {
     let query = list_query(raw.as_deref())?;
-    Ok(Json(state.explore().list(&query).await?))
+    Ok(json_response(state.explore().list(&query).await?))
+}
+
+/// Serialized JSON straight from the cache: no re-serialization on a hit.
+fn json_response(value: CachedValue) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], value.body).into_response()
 }
 
 /// The strong `ETag` of an item version.
@@ -211,21 +216,23 @@ pub async fn item(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let item = state
-        .explore()
-        .get(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no item with id '{id}'")))?;
-    state.runtime().views.cast(ViewMsg::Viewed(item.id.clone()));
-    let tag = etag(item.version);
+    let cached = state.explore().item(&id).await?;
+    if cached.not_found {
+        return Err(ApiError::NotFound(format!("no item with id '{id}'")));
+    }
+    state.runtime().views.cast(ViewMsg::Viewed(id));
+    let version = cached.etag.unwrap_or_default();
+    let tag = etag(version);
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| matches_any(v, item.version));
+        .is_some_and(|v| matches_any(v, version));
     if fresh {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }
-    Ok(([(header::ETAG, tag)], Json(item)).into_response())
+    let mut response = json_response(cached);
+    response.headers_mut().insert(header::ETAG, tag);
+    Ok(response)
 }
 
 /// Groups → categories → item counts.
@@ -244,11 +251,8 @@ pub async fn item(
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all)]
-pub async fn categories(
-    State(state): State<AppState>,
-    _caller: Viewer,
-) -> Result<Json<Vec<GroupCount>>, ApiError> {
-    Ok(Json(state.explore().categories().await?))
+pub async fn categories(State(state): State<AppState>, _caller: Viewer) -> Result<Response, ApiError> {
+    Ok(json_response(state.explore().categories().await?))
 }
 
 /// Top items by time-decayed views.
@@ -277,10 +281,9 @@ pub async fn trending(
     State(state): State<AppState>,
     _caller: Viewer,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Page<ItemSummary>>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref(), &["limit"])?;
-    let items = state.explore().trending(params.limit()?).await?;
-    Ok(Json(Page { items, next_cursor: None }))
+    Ok(json_response(state.explore().trending(params.limit()?).await?))
 }
 
 /// Ranked full-text results with highlighted snippets.
@@ -314,7 +317,7 @@ pub async fn search(
     State(state): State<AppState>,
     _caller: Viewer,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Page<SearchHit>>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref(), &["q", "mode", "limit", "cursor"])?;
     match params.one("mode")? {
         None | Some("text") => {}
@@ -324,8 +327,7 @@ pub async fn search(
         Some(other) => return Err(bad(format!("unknown mode '{other}'; expected text"))),
     }
     let q = params.text("q")?.ok_or_else(|| bad("q is required".to_owned()))?;
-    let page = state.explore().search(&q, params.limit()?, params.one("cursor")?).await?;
-    Ok(Json(page))
+    Ok(json_response(state.explore().search(&q, params.limit()?, params.one("cursor")?).await?))
 }
 
 #[cfg(test)]

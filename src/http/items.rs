@@ -93,7 +93,7 @@ pub async fn create(
     caller: Editor,
     ApiJson(input): ApiJson<ItemInput>,
 ) -> Result<Response, ApiError> {
-    let item = state.explore().create(input).await?;
+    let item = state.explore().service().create(input).await?;
     Ok(with_etag(StatusCode::CREATED, item))
 }
 
@@ -140,7 +140,7 @@ pub async fn replace(
         let fields = [("id".to_owned(), "must match the id in the path (or be left out)".to_owned())].into();
         return Err(ApiError::Validation { message: "the item is invalid; see fields".to_owned(), fields });
     }
-    let item = state.explore().replace(&id, expected, input).await?;
+    let item = state.explore().service().replace(&id, expected, input).await?;
     Ok(with_etag(StatusCode::OK, item))
 }
 
@@ -184,7 +184,7 @@ pub async fn patch(
     ApiJson(patch): ApiJson<ItemPatch>,
 ) -> Result<Response, ApiError> {
     let expected = required(&headers)?;
-    let item = state.explore().patch(&id, expected, patch).await?;
+    let item = state.explore().service().patch(&id, expected, patch).await?;
     Ok(with_etag(StatusCode::OK, item))
 }
 
@@ -224,7 +224,7 @@ pub async fn delete(
         Precondition::Version(v) => Some(v),
         Precondition::Absent | Precondition::Any => None,
     };
-    state.explore().delete(&id, expected).await?;
+    state.explore().service().delete(&id, expected).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -121,6 +121,23 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         }
     };
     let guard = DbGuard { temp_dir: temp_dir.clone(), pg_database };
+    start_node(url, temp_dir, guard, tweak).await
+}
+
+/// A second node on `first`'s database (a cluster of two sharing one database).
+pub async fn spawn_peer(first: &TestApp, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let temp_dir = std::env::temp_dir().join(format!("castwork-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&temp_dir).expect("temp dir");
+    let guard = DbGuard { temp_dir: temp_dir.clone(), pg_database: None };
+    start_node(first.database_url.clone(), temp_dir, guard, tweak).await
+}
+
+async fn start_node(
+    url: String,
+    temp_dir: PathBuf,
+    guard: DbGuard,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let database_url = url.clone();
     let mut settings = test_settings(&temp_dir, &url);
     tweak(&mut settings);
@@ -264,6 +281,16 @@ impl TestApp {
 /// A node with the embedded sample catalogue imported.
 pub async fn spawn_app_with_sample(backend: Backend) -> TestApp {
     spawn_app_with(backend, |s| s.explore.import_sample_on_start = true).await
+}
+
+/// The machine's Redis (shared: tests use their own key prefix and never flush it).
+pub fn redis_url() -> String {
+    std::env::var("CASTWORK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A unique key prefix for one test.
+pub fn redis_prefix() -> String {
+    format!("castwork-test-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Percent-encodes a path segment (item ids may contain `/`).

@@ -10,6 +10,7 @@
 mod helpers;
 
 mod auth;
+mod cache;
 mod chaos;
 mod config;
 mod errors;

@@ -1,0 +1,363 @@
+//! CacheActor: one shard of the Explore cache. It owns the L1 for its slice of
+//! the key space (bounded by bytes, `quick_cache`'s unsync cache with a weigher)
+//! and coalesces concurrent misses for a key into one load (single flight).
+//!
+//! The mailbox never waits on I/O: an L2 lookup and, on a miss there, the loader
+//! run as a tracked task whose result comes back as [`ShardMsg::Filled`]; the
+//! task writes L2 after the waiters have their answer. A waiter whose deadline
+//! passes gets a timeout from its ask, while the load still fills the cache.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use quick_cache::unsync::Cache as L1;
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::cache::format::{self, CachedValue};
+use crate::cache::handle::{LoadError, Loader};
+use crate::cache::redis::RedisTier;
+use crate::metrics;
+use crate::supervision::child::ChaosTarget;
+use crate::supervision::supervisor::chaos_panic;
+use crate::supervision::tree::ActorStats;
+
+/// What a shard answers a lookup with.
+pub type Lookup = Result<CachedValue, LoadError>;
+
+/// Messages a CacheActor handles.
+pub enum ShardMsg {
+    /// Look a key up; on a miss, load it with `loader` (once, however many ask).
+    Get { key: String, ttl: Duration, loader: Loader, reply: RpcReplyPort<Lookup> },
+    /// A load task finished.
+    Filled { key: String, ticket: u64, result: Result<Loaded, LoadError> },
+    /// Drop these keys from L1 (and make in-flight loads of them not fill L1).
+    Evict(Vec<String>),
+    /// Drop everything from L1.
+    Flush,
+    /// Entries, bytes and in-flight loads.
+    Stats(RpcReplyPort<ShardStats>),
+    /// Chaos: panic while handling this message.
+    Panic,
+}
+
+impl ractor::Message for ShardMsg {}
+
+impl ChaosTarget for ShardMsg {
+    fn chaos_panic() -> Self {
+        Self::Panic
+    }
+}
+
+/// A finished load.
+pub struct Loaded {
+    pub value: CachedValue,
+    pub ttl: Duration,
+    /// How long computing it took (XFetch's δ).
+    pub delta: Duration,
+    pub from_l2: bool,
+}
+
+/// Counters that outlive a shard's restarts (read by `GET /api/v1/admin/cache`).
+#[derive(Debug, Default)]
+pub struct ShardCounters {
+    pub hits_l1: AtomicU64,
+    pub hits_l2: AtomicU64,
+    pub misses: AtomicU64,
+    pub loads: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub refreshes: AtomicU64,
+    pub evictions: AtomicU64,
+    pub load_errors: AtomicU64,
+}
+
+/// A shard's live numbers.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ShardStats {
+    pub entries: usize,
+    pub bytes: u64,
+    pub in_flight: usize,
+}
+
+/// A shard's configuration.
+#[derive(Debug, Clone)]
+pub struct CacheShard {
+    pub index: usize,
+    pub l1_enabled: bool,
+    pub l1_max_bytes: u64,
+    pub l1_max_entries: usize,
+    pub negative_ttl: Duration,
+    pub ttl_jitter: f64,
+    pub xfetch_beta: f64,
+    pub compress_threshold: usize,
+}
+
+/// What a shard is started with.
+pub struct ShardArgs {
+    pub l2: Option<RedisTier>,
+    pub counters: Arc<ShardCounters>,
+    pub stats: Arc<ActorStats>,
+}
+
+struct Entry {
+    value: CachedValue,
+    expires_at: Instant,
+    delta: Duration,
+}
+
+#[derive(Clone)]
+struct ByBytes;
+
+impl Weighter<String, Entry> for ByBytes {
+    fn weight(&self, key: &String, entry: &Entry) -> u64 {
+        // the key, the body and the entry's own bookkeeping
+        u64::try_from(key.len() + entry.value.body.len() + 96).unwrap_or(u64::MAX)
+    }
+}
+
+#[derive(Clone)]
+struct CountEvictions(Arc<ShardCounters>);
+
+impl Lifecycle<String, Entry> for CountEvictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _state: &mut (), _key: String, _entry: Entry) {
+        self.0.evictions.fetch_add(1, Ordering::Relaxed);
+        metrics::cache_eviction();
+    }
+}
+
+struct InFlight {
+    ticket: u64,
+    waiters: Vec<RpcReplyPort<Lookup>>,
+    /// Evicted while loading: answer the waiters but do not fill L1.
+    stale: bool,
+    task: JoinHandle<()>,
+}
+
+/// A shard's state.
+pub struct ShardState {
+    l1: L1<String, Entry, ByBytes, DefaultHashBuilder, CountEvictions>,
+    in_flight: HashMap<String, InFlight>,
+    next_ticket: u64,
+    l2: Option<RedisTier>,
+    counters: Arc<ShardCounters>,
+    stats: Arc<ActorStats>,
+    rng: StdRng,
+}
+
+impl Actor for CacheShard {
+    type Msg = ShardMsg;
+    type State = ShardState;
+    type Arguments = ShardArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        args: ShardArgs,
+    ) -> Result<ShardState, ActorProcessingErr> {
+        let options = OptionsBuilder::new()
+            .estimated_items_capacity(self.l1_max_entries.max(16))
+            .weight_capacity(self.l1_max_bytes.max(1024))
+            .build()
+            .map_err(|e| format!("invalid L1 options: {e:?}"))?;
+        let l1 = L1::with_options(
+            options,
+            ByBytes,
+            DefaultHashBuilder::default(),
+            CountEvictions(args.counters.clone()),
+        );
+        Ok(ShardState {
+            l1,
+            in_flight: HashMap::new(),
+            next_ticket: 0,
+            l2: args.l2,
+            counters: args.counters,
+            stats: args.stats,
+            rng: StdRng::from_os_rng(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ShardMsg>,
+        message: ShardMsg,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.stats.handled();
+        match message {
+            ShardMsg::Get { key, ttl, loader, reply } => self.get(&myself, state, key, ttl, loader, reply),
+            ShardMsg::Filled { key, ticket, result } => self.filled(state, key, ticket, result),
+            ShardMsg::Evict(keys) => {
+                for key in keys {
+                    state.l1.remove(&key);
+                    if let Some(flight) = state.in_flight.get_mut(&key) {
+                        flight.stale = true;
+                    }
+                }
+            }
+            ShardMsg::Flush => {
+                state.l1.clear();
+                for flight in state.in_flight.values_mut() {
+                    flight.stale = true;
+                }
+            }
+            ShardMsg::Stats(reply) => {
+                let stats = ShardStats {
+                    entries: state.l1.len(),
+                    bytes: state.l1.weight(),
+                    in_flight: state.in_flight.len(),
+                };
+                let _ = reply.send(stats);
+            }
+            ShardMsg::Panic => chaos_panic(&format!("cache-shard-{}", self.index)),
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        for (_, flight) in state.in_flight.drain() {
+            flight.task.abort();
+        }
+        Ok(())
+    }
+}
+
+impl CacheShard {
+    fn get(
+        &self,
+        myself: &ActorRef<ShardMsg>,
+        state: &mut ShardState,
+        key: String,
+        ttl: Duration,
+        loader: Loader,
+        reply: RpcReplyPort<Lookup>,
+    ) {
+        let now = Instant::now();
+        if self.l1_enabled
+            && let Some(entry) = state.l1.get(&key)
+        {
+            if entry.expires_at > now {
+                let value = entry.value.clone();
+                let refresh = format::should_refresh_early(
+                    now,
+                    entry.expires_at,
+                    entry.delta,
+                    self.xfetch_beta,
+                    &mut state.rng,
+                );
+                state.counters.hits_l1.fetch_add(1, Ordering::Relaxed);
+                metrics::cache_lookup("l1", "hit");
+                let _ = reply.send(Ok(value));
+                if refresh && !state.in_flight.contains_key(&key) {
+                    state.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                    self.start_load(myself, state, key, ttl, loader, None, true);
+                }
+                return;
+            }
+            state.l1.remove(&key);
+        }
+        if let Some(flight) = state.in_flight.get_mut(&key) {
+            state.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+            metrics::cache_coalesced();
+            flight.waiters.push(reply);
+            return;
+        }
+        state.counters.misses.fetch_add(1, Ordering::Relaxed);
+        metrics::cache_lookup("l1", "miss");
+        self.start_load(myself, state, key, ttl, loader, Some(reply), false);
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per kind of load; a struct would only rename them"
+    )]
+    fn start_load(
+        &self,
+        myself: &ActorRef<ShardMsg>,
+        state: &mut ShardState,
+        key: String,
+        ttl: Duration,
+        loader: Loader,
+        waiter: Option<RpcReplyPort<Lookup>>,
+        skip_l2_read: bool,
+    ) {
+        state.next_ticket += 1;
+        let ticket = state.next_ticket;
+        let l2 = state.l2.clone();
+        let counters = state.counters.clone();
+        let actor = myself.clone();
+        let task_key = key.clone();
+        let jittered = format::jittered_ttl(ttl, self.ttl_jitter, &mut state.rng);
+        let negative_ttl = format::jittered_ttl(self.negative_ttl, self.ttl_jitter, &mut state.rng);
+        let threshold = self.compress_threshold;
+        let task = tokio::spawn(async move {
+            if let Some(l2) = l2.as_ref().filter(|_| !skip_l2_read) {
+                let started = Instant::now();
+                if let Ok(Some(value)) = l2.get(&task_key).await {
+                    counters.hits_l2.fetch_add(1, Ordering::Relaxed);
+                    metrics::cache_lookup("l2", "hit");
+                    metrics::cache_tier_latency("l2", started.elapsed());
+                    let ttl = if value.not_found { negative_ttl } else { jittered };
+                    let loaded = Loaded { value, ttl, delta: Duration::ZERO, from_l2: true };
+                    let _ = actor.cast(ShardMsg::Filled { key: task_key, ticket, result: Ok(loaded) });
+                    return;
+                }
+                metrics::cache_lookup("l2", "miss");
+            }
+            counters.loads.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let result = loader().await;
+            let delta = started.elapsed();
+            metrics::cache_tier_latency("loader", delta);
+            let to_store = result.as_ref().ok().cloned();
+            let loaded = result.map(|value| {
+                let ttl = if value.not_found { negative_ttl } else { jittered };
+                Loaded { value, ttl, delta, from_l2: false }
+            });
+            if loaded.is_err() {
+                counters.load_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let store_ttl = loaded.as_ref().map(|l| l.ttl).unwrap_or(jittered);
+            let _ = actor.cast(ShardMsg::Filled { key: task_key.clone(), ticket, result: loaded });
+            // waiters have their answer; now share it with the other nodes
+            if let (Some(l2), Some(value)) = (l2, to_store) {
+                let _ = l2.set(&task_key, &value, store_ttl, threshold).await;
+            }
+        });
+        let waiters = waiter.into_iter().collect();
+        state.in_flight.insert(key, InFlight { ticket, waiters, stale: false, task });
+    }
+
+    fn filled(&self, state: &mut ShardState, key: String, ticket: u64, result: Result<Loaded, LoadError>) {
+        let Some(flight) = state.in_flight.remove(&key) else { return };
+        if flight.ticket != ticket {
+            // a newer load owns this key now; put it back
+            state.in_flight.insert(key, flight);
+            return;
+        }
+        let answer = result.as_ref().map(|l| l.value.clone()).map_err(Clone::clone);
+        for waiter in flight.waiters {
+            let _ = waiter.send(answer.clone());
+        }
+        if let Ok(loaded) = result
+            && self.l1_enabled
+            && !flight.stale
+        {
+            let entry =
+                Entry { expires_at: Instant::now() + loaded.ttl, delta: loaded.delta, value: loaded.value };
+            state.l1.insert(key, entry);
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! [`CachedExplore`]: the Explore reads the HTTP layer serves, through the cache.
+//! Each read has a key built from what it depends on; a miss runs the
+//! [`ExploreService`] query and caches the serialized JSON. Writes go to the
+//! service; its [`ChangeSink`] (here, [`CacheSink`]) invalidates before the write
+//! returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use super::model::{ListQuery, Page};
+use super::{ChangeSink, ExploreError, ExploreService, ItemChange};
+use crate::cache::format::CachedValue;
+use crate::cache::generations::Family;
+use crate::cache::{Cache, CacheError, LoadError, Loader};
+use crate::config::CacheSettings;
+
+/// Time to live per kind of page.
+#[derive(Debug, Clone, Copy)]
+pub struct Ttls {
+    pub item: Duration,
+    pub list: Duration,
+    pub search: Duration,
+    pub categories: Duration,
+    pub trending: Duration,
+}
+
+impl Ttls {
+    /// From the `[cache]` settings.
+    pub fn from_settings(s: &CacheSettings) -> Self {
+        Self {
+            item: Duration::from_secs(s.item_ttl_secs),
+            list: Duration::from_secs(s.list_ttl_secs),
+            search: Duration::from_secs(s.search_ttl_secs),
+            categories: Duration::from_secs(s.categories_ttl_secs),
+            trending: Duration::from_secs(s.trending_ttl_secs),
+        }
+    }
+}
+
+/// Why a cached read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The query itself failed (bad input, database error); shared by all waiters.
+    #[error(transparent)]
+    Explore(Arc<ExploreError>),
+    /// The cache did not answer in time.
+    #[error("the cache did not answer in time")]
+    Timeout,
+}
+
+/// Explore reads through the cache (or straight to the service when the cache is off).
+#[derive(Clone)]
+pub struct CachedExplore {
+    service: ExploreService,
+    cache: Option<Cache>,
+    ttls: Ttls,
+}
+
+fn digest(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<CachedValue, LoadError> {
+    let body = serde_json::to_vec(value).map_err(LoadError::new)?;
+    Ok(CachedValue { body: Bytes::from(body), etag: None, not_found: false })
+}
+
+fn to_load_error(err: ExploreError) -> LoadError {
+    LoadError::new(SharedExploreError(Arc::new(err)))
+}
+
+/// An [`ExploreError`] that can travel inside a [`LoadError`] to every waiter.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+struct SharedExploreError(Arc<ExploreError>);
+
+fn from_cache(err: CacheError) -> ReadError {
+    match err {
+        CacheError::Timeout => ReadError::Timeout,
+        CacheError::Load(load) => match load.downcast_ref::<SharedExploreError>() {
+            Some(shared) => ReadError::Explore(shared.0.clone()),
+            None => ReadError::Explore(Arc::new(ExploreError::BadQuery(load.to_string()))),
+        },
+    }
+}
+
+impl CachedExplore {
+    /// Reads through `cache` (`None`: every read goes to the database).
+    pub fn new(service: ExploreService, cache: Option<Cache>, ttls: Ttls) -> Self {
+        Self { service, cache, ttls }
+    }
+
+    /// The service (for writes and uncached reads).
+    pub fn service(&self) -> &ExploreService {
+        &self.service
+    }
+
+    /// The cache, when enabled.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
+    }
+
+    async fn read(
+        &self,
+        kind: &str,
+        families: &[Family],
+        identity: &str,
+        ttl: Duration,
+        loader: Loader,
+    ) -> Result<CachedValue, ReadError> {
+        let Some(cache) = &self.cache else {
+            return loader().await.map_err(|e| from_cache(CacheError::Load(e)));
+        };
+        cache.sync_generations(families).await;
+        let key = format!("{kind}:{}:{identity}", cache.generations().stamp(families));
+        cache.get(key, ttl, loader).await.map_err(from_cache)
+    }
+
+    /// One item as JSON, with its version as `etag`; `not_found` when there is none.
+    pub async fn item(&self, id: &str) -> Result<CachedValue, ReadError> {
+        let service = self.service.clone();
+        let owned = id.to_owned();
+        let loader: Loader = Arc::new(move || {
+            let service = service.clone();
+            let id = owned.clone();
+            Box::pin(async move {
+                match service.get(&id).await.map_err(to_load_error)? {
+                    Some(item) => {
+                        let mut value = json(&item)?;
+                        value.etag = Some(item.version);
+                        Ok(value)
+                    }
+                    None => Ok(CachedValue { body: Bytes::new(), etag: None, not_found: true }),
+                }
+            }) as BoxFuture<'static, _>
+        });
+        self.read("item", &[], id, self.ttls.item, loader).await
+    }
+
+    /// A list page as JSON.
+    pub async fn list(&self, query: &ListQuery) -> Result<CachedValue, ReadError> {
+        let families = list_families(query);
+        let identity = digest(&[&format!("{query:?}")]);
+        let service = self.service.clone();
+        let query = query.clone();
+        let loader: Loader = Arc::new(move || {
+            let service = service.clone();
+            let query = query.clone();
+            Box::pin(async move { json(&service.list(&query).await.map_err(to_load_error)?) })
+                as BoxFuture<'static, _>
+        });
+        self.read("list", &families, &identity, self.ttls.list, loader).await
+    }
+
+    /// A search page as JSON.
+    pub async fn search(&self, q: &str, limit: u32, cursor: Option<&str>) -> Result<CachedValue, ReadError> {
+        let identity = digest(&[q, &limit.to_string(), cursor.unwrap_or("")]);
+        let service = self.service.clone();
+        let (q, cursor) = (q.to_owned(), cursor.map(str::to_owned));
+        let loader: Loader = Arc::new(move || {
+            let service = service.clone();
+            let (q, cursor) = (q.clone(), cursor.clone());
+            Box::pin(async move {
+                json(&service.search(&q, limit, cursor.as_deref()).await.map_err(to_load_error)?)
+            }) as BoxFuture<'static, _>
+        });
+        self.read("search", &[Family::All], &identity, self.ttls.search, loader).await
+    }
+
+    /// Groups → categories → counts as JSON.
+    pub async fn categories(&self) -> Result<CachedValue, ReadError> {
+        let service = self.service.clone();
+        let loader: Loader = Arc::new(move || {
+            let service = service.clone();
+            Box::pin(async move { json(&service.categories().await.map_err(to_load_error)?) })
+                as BoxFuture<'static, _>
+        });
+        self.read("categories", &[Family::All], "all", self.ttls.categories, loader).await
+    }
+
+    /// Trending as a JSON page.
+    pub async fn trending(&self, limit: u32) -> Result<CachedValue, ReadError> {
+        let service = self.service.clone();
+        let loader: Loader = Arc::new(move || {
+            let service = service.clone();
+            Box::pin(async move {
+                let items = service.trending(limit).await.map_err(to_load_error)?;
+                json(&Page { items, next_cursor: None })
+            }) as BoxFuture<'static, _>
+        });
+        self.read("trending", &[Family::All], &limit.to_string(), self.ttls.trending, loader).await
+    }
+}
+
+/// The families a list page depends on: its filters, or all lists when unfiltered.
+pub fn list_families(query: &ListQuery) -> Vec<Family> {
+    let mut families = Vec::new();
+    if let Some(group) = &query.group {
+        families.push(Family::Group(group.clone()));
+    }
+    if let Some(category) = &query.category {
+        families.push(Family::Category(category.clone()));
+    }
+    for tag in &query.tags {
+        families.push(Family::Tag(tag.clone()));
+    }
+    if families.is_empty() {
+        families.push(Family::All);
+    }
+    families
+}
+
+/// Invalidates the cache for each committed item change.
+pub struct CacheSink {
+    pub cache: Cache,
+}
+
+impl ChangeSink for CacheSink {
+    fn changed(&self, change: ItemChange) -> BoxFuture<'static, ()> {
+        let cache = self.cache.clone();
+        Box::pin(async move {
+            let mut families = vec![Family::All];
+            for side in [&change.before, &change.after].into_iter().flatten() {
+                families.push(Family::Group(side.group.clone()));
+                families.push(Family::Category(side.category_code.clone()));
+                families.extend(side.tags.iter().cloned().map(Family::Tag));
+            }
+            families.sort();
+            families.dedup();
+            let item_key = format!("item:{}:{}", cache.generations().stamp(&[]), change.id);
+            cache.invalidate(&families, vec![item_key]).await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_follow_filters() {
+        let q = ListQuery::default();
+        assert_eq!(list_families(&q), vec![Family::All]);
+        let q =
+            ListQuery { category: Some("cs.CV".into()), tags: vec!["cs.AI".into()], ..Default::default() };
+        assert_eq!(list_families(&q), vec![Family::Category("cs.CV".into()), Family::Tag("cs.AI".into())]);
+    }
+}

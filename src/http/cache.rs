@@ -1,0 +1,69 @@
+//! Cache operations (admin): `GET /api/v1/admin/cache`, `DELETE /api/v1/admin/cache`,
+//! `POST /api/v1/admin/cache/warm`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Admin;
+use crate::cache::handle::ShardReport;
+use crate::explore::warm::{WarmReport, warm as run_warm};
+use crate::supervision::breaker::BreakerSnapshot;
+
+/// The cache as the admin endpoint shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CacheReport {
+    pub enabled: bool,
+    /// Whether Redis is configured as L2.
+    pub l2: bool,
+    #[schema(value_type = Option<Object>)]
+    pub breaker: Option<BreakerSnapshot>,
+    /// Explore reads that reached the database since start (all paths).
+    pub db_loads: u64,
+    #[schema(value_type = Vec<Object>)]
+    pub shards: Vec<ShardReport>,
+}
+
+fn disabled() -> ApiError {
+    ApiError::NotFound("the cache is disabled (cache.enabled = false)".to_owned())
+}
+
+/// Per shard: entries, bytes, hits and misses per tier, loads, coalesced waiters, in-flight loads.
+#[utoipa::path(get, path = "/api/v1/admin/cache", operation_id = "cacheReport", tag = "admin",
+    responses((status = 200, body = CacheReport), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
+pub async fn report(State(state): State<AppState>, caller: Admin) -> Json<CacheReport> {
+    let explore = state.explore();
+    let db_loads = explore.service().loads();
+    let Some(cache) = explore.cache() else {
+        return Json(CacheReport { enabled: false, l2: false, breaker: None, db_loads, shards: Vec::new() });
+    };
+    let breaker = cache.l2().map(|l2| l2.breaker().snapshot());
+    let shards = cache.report().await;
+    Json(CacheReport { enabled: true, l2: cache.l2().is_some(), breaker, db_loads, shards })
+}
+
+/// Flushes L1 on every node and makes every L2 entry unreachable.
+#[utoipa::path(delete, path = "/api/v1/admin/cache", operation_id = "cacheFlush", tag = "admin",
+    responses((status = 204), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
+pub async fn flush(State(state): State<AppState>, caller: Admin) -> Result<StatusCode, ApiError> {
+    let cache = state.explore().cache().ok_or_else(disabled)?;
+    cache.flush().await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Warms the first pages of every group and category, trending and the most viewed items.
+#[utoipa::path(post, path = "/api/v1/admin/cache/warm", operation_id = "cacheWarm", tag = "admin",
+    responses((status = 200, body = Object), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
+pub async fn warm(State(state): State<AppState>, caller: Admin) -> Result<Json<WarmReport>, ApiError> {
+    state.explore().cache().ok_or_else(disabled)?;
+    Ok(Json(run_warm(state.explore()).await))
+}
