@@ -47,6 +47,8 @@ pub struct ListenerState {
     stats: Arc<ActorStats>,
     forward: Option<JoinHandle<()>>,
     reconnecting: Option<JoinHandle<()>>,
+    /// The connection dropped since it was last up (the first connection is not a reconnection).
+    lost: bool,
 }
 
 impl Actor for CacheListener {
@@ -59,7 +61,13 @@ impl Actor for CacheListener {
         _myself: ActorRef<ListenerMsg>,
         args: ListenerArgs,
     ) -> Result<ListenerState, ActorProcessingErr> {
-        Ok(ListenerState { cache: args.cache, stats: args.stats, forward: None, reconnecting: None })
+        Ok(ListenerState {
+            cache: args.cache,
+            stats: args.stats,
+            forward: None,
+            reconnecting: None,
+            lost: false,
+        })
     }
 
     async fn post_start(
@@ -91,9 +99,16 @@ impl Actor for CacheListener {
         state.stats.handled();
         match message {
             ListenerMsg::Event(RedisEvent::Message(text)) => state.cache.apply_remote(&text),
-            ListenerMsg::Event(RedisEvent::Disconnected) => state.cache.on_disconnect(),
+            ListenerMsg::Event(RedisEvent::Disconnected) => {
+                if !state.lost {
+                    state.lost = true;
+                    state.cache.on_disconnect();
+                }
+            }
             ListenerMsg::Event(RedisEvent::Reconnected) => {
-                if state.reconnecting.as_ref().is_none_or(JoinHandle::is_finished) {
+                if std::mem::take(&mut state.lost)
+                    && state.reconnecting.as_ref().is_none_or(JoinHandle::is_finished)
+                {
                     let cache = state.cache.clone();
                     state.reconnecting = Some(tokio::spawn(async move { cache.on_reconnect().await }));
                 }

@@ -356,15 +356,7 @@ impl RedisTier {
         }
         let client = self.client();
         let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
-        let read = async {
-            // One key comes back as a bare value rather than a one-element array.
-            let values: Vec<Option<i64>> = if let [only] = full.as_slice() {
-                vec![client.mget::<Option<i64>, _>(only.clone()).await?]
-            } else {
-                client.mget(full).await?
-            };
-            Ok(values)
-        };
+        let read = client.mget::<Vec<Option<i64>>, _>(full);
         self.call("mget", read, |_| "ok").await
     }
 

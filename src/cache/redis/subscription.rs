@@ -173,6 +173,21 @@ impl Forwarder {
                 },
             };
             self.wake_at = None;
+            match &signal {
+                Some(Signal::Up(i)) => {
+                    eprintln!("DBG {} {:?} up {i}", &self.channel[self.channel.len() - 8..], Instant::now())
+                }
+                Some(Signal::Down(i)) => {
+                    eprintln!("DBG {} {:?} down {i}", &self.channel[self.channel.len() - 8..], Instant::now())
+                }
+                Some(Signal::Lagged) => eprintln!("DBG lagged"),
+                Some(Signal::Message(m)) => eprintln!(
+                    "DBG {} {:?} msg {m:?}",
+                    &self.channel[self.channel.len() - 8..],
+                    Instant::now()
+                ),
+                None => eprintln!("DBG wake"),
+            }
             let sent = match signal {
                 None => self.settle().await,
                 Some(Signal::Message(Some(payload))) => self.send(RedisEvent::Message(payload)).await,
@@ -266,6 +281,7 @@ impl Forwarder {
 
     /// `SUBSCRIBE`s the subscriber; false if that failed.
     async fn subscribe(&self) -> bool {
+        eprintln!("DBG {} {:?} subscribing", &self.channel[self.channel.len() - 8..], Instant::now());
         let client = self.subscriber.with_options(&self.options);
         match tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.subscribe(self.channel.clone())).await {
             Ok(Ok(())) => true,
@@ -282,6 +298,7 @@ impl Forwarder {
 
     /// False once the receiving side is gone.
     async fn send(&self, event: RedisEvent) -> bool {
+        eprintln!("DBG {} {:?} send {event:?}", &self.channel[self.channel.len() - 8..], Instant::now());
         self.tx.send(event).await.is_ok()
     }
 }

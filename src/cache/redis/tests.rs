@@ -347,7 +347,8 @@ async fn a_stalled_redis_times_out_and_counts_against_the_breaker() {
     let proxy = Cutter::start().await;
     let mut settings = settings(&proxy.url(), &random_prefix());
     settings.command_timeout = Duration::from_millis(200);
-    settings.breaker = BreakerConfig { window_size: 4, minimum_calls: 2, ..BreakerConfig::default() };
+    // The ping below plus two timeouts: 2 failures of 3 calls open it.
+    settings.breaker = BreakerConfig { window_size: 4, minimum_calls: 3, ..BreakerConfig::default() };
     let tier = RedisTier::connect(settings).await.unwrap();
     assert!(tier.wait_connected(DEADLINE).await, "the pool did not connect");
     assert_eq!(tier.ping().await, Ok(()));
@@ -378,6 +379,25 @@ async fn a_cut_connection_is_reported_and_the_subscription_comes_back() {
     wait_for(&mut sub, RedisEvent::Reconnected).await;
 
     // Resubscribed: a message published now arrives.
+    {
+        let raw = raw().await;
+        let reply: Vec<Value> = raw
+            .custom(
+                CustomCommand::new_static("PUBSUB", None, false),
+                vec!["NUMSUB".to_owned(), tier.full_key("inv")],
+            )
+            .await
+            .unwrap();
+        eprintln!("DBG numsub {:?} at {:?}", reply, Instant::now());
+        let clients: String = raw
+            .custom(CustomCommand::new_static("CLIENT", None, false), vec!["LIST".to_owned()])
+            .await
+            .unwrap();
+        eprintln!(
+            "DBG clients {}",
+            clients.lines().filter(|l| l.contains("sub=1") || l.contains("psub")).count()
+        );
+    }
     tier.breaker().reset();
     eventually("a publish to go through", || async { tier.publish("inv", "after").await.is_ok() }).await;
     wait_for(&mut sub, RedisEvent::Message("after".to_owned())).await;
