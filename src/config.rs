@@ -481,9 +481,8 @@ impl Settings {
             }
         }
         let redis_url = cache.redis.url.expose();
-        let redis_scheme = ["redis://", "rediss://"].iter().any(|s| redis_url.starts_with(s));
-        if !redis_url.is_empty() && !redis_scheme {
-            return bad("cache.redis.url", "must start with redis:// or rediss://");
+        if !redis_url.is_empty() && !redis_url.starts_with("redis://") {
+            return bad("cache.redis.url", "must start with redis:// (TLS, rediss://, is not supported)");
         }
         if cache.redis.pool_size == 0 {
             return bad("cache.redis.pool_size", "must be at least 1");

@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod auth;
+#[cfg(feature = "bench-routes")]
+pub mod bench;
 pub mod cache;
 pub mod error;
 pub mod explore;
@@ -108,7 +110,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings().clone();
-    let api = Router::new()
+    let routes = Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health", get(health::health))
@@ -129,7 +131,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/cache", get(cache::report).delete(cache::flush))
         .route("/api/v1/admin/cache/warm", post(cache::warm))
         .route("/api/v1/admin/actors", get(admin::actors))
-        .route("/api/v1/admin/chaos", post(admin::chaos))
+        .route("/api/v1/admin/chaos", post(admin::chaos));
+    #[cfg(feature = "bench-routes")]
+    let routes = routes.merge(bench::routes());
+    let api = routes
         .fallback(middleware::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate))
         .layer(TimeoutLayer::with_status_code(

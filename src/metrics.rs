@@ -127,7 +127,8 @@ pub fn import_items(outcome: &'static str, count: u64) {
     metrics::counter!(IMPORT_ITEMS_TOTAL, "outcome" => outcome).increment(count);
 }
 
-/// Cache lookups by tier (`l1`, `l2`) and outcome (`hit`, `miss`).
+/// Cache lookups by tier (`l1`, `l2`) and outcome (`hit`, `miss`; `bypass` when no shard
+/// could answer and the read went straight to the database).
 pub const CACHE_LOOKUPS_TOTAL: &str = "castwork_cache_lookups_total";
 /// Cache misses that joined a load already in flight (single flight).
 pub const CACHE_COALESCED_TOTAL: &str = "castwork_cache_coalesced_total";
@@ -137,7 +138,7 @@ pub const CACHE_EVICTIONS_TOTAL: &str = "castwork_cache_evictions_total";
 pub const CACHE_FILL_DURATION_SECONDS: &str = "castwork_cache_fill_duration_seconds";
 /// Invalidations by origin (`local`, `remote`) and kind (`item`, `family`, `flush`).
 pub const CACHE_INVALIDATIONS_TOTAL: &str = "castwork_cache_invalidations_total";
-/// L1 entries and bytes across shards (refreshed when `/metrics` or the cache admin is read).
+/// L1 entries across shards (refreshed when `GET /api/v1/admin/cache` is read).
 pub const CACHE_L1_ENTRIES: &str = "castwork_cache_l1_entries";
 /// L1 bytes across shards.
 pub const CACHE_L1_BYTES: &str = "castwork_cache_l1_bytes";

@@ -100,6 +100,10 @@ impl Application {
             // in the background: the node serves (slower) while it warms
             let warming = cached.clone();
             runtime.track(tokio::spawn(async move {
+                if let Some(l2) = warming.cache().and_then(|c| c.l2()) {
+                    // calls before the first connection fail fast and count against the breaker
+                    l2.wait_connected(Duration::from_secs(5)).await;
+                }
                 warm::warm(&warming).await;
             }));
         }

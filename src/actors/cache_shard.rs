@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use quick_cache::unsync::Cache as L1;
@@ -137,8 +137,9 @@ impl Lifecycle<String, Entry> for CountEvictions {
 struct InFlight {
     ticket: u64,
     waiters: Vec<RpcReplyPort<Lookup>>,
-    /// Evicted while loading: answer the waiters but do not fill L1.
-    stale: bool,
+    /// Evicted while loading: the waiters get their answer, but neither L1 nor L2 is
+    /// filled with it (the task reads this before writing L2).
+    stale: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -146,6 +147,9 @@ struct InFlight {
 pub struct ShardState {
     l1: L1<String, Entry, ByBytes, DefaultHashBuilder, CountEvictions>,
     in_flight: HashMap<String, InFlight>,
+    /// Loads overtaken by an invalidation, by ticket: their waiters still get an
+    /// answer, while new askers start a fresh load.
+    orphans: HashMap<u64, InFlight>,
     next_ticket: u64,
     l2: Option<RedisTier>,
     counters: Arc<ShardCounters>,
@@ -177,6 +181,7 @@ impl Actor for CacheShard {
         Ok(ShardState {
             l1,
             in_flight: HashMap::new(),
+            orphans: HashMap::new(),
             next_ticket: 0,
             l2: args.l2,
             counters: args.counters,
@@ -198,15 +203,16 @@ impl Actor for CacheShard {
             ShardMsg::Evict(keys) => {
                 for key in keys {
                     state.l1.remove(&key);
-                    if let Some(flight) = state.in_flight.get_mut(&key) {
-                        flight.stale = true;
+                    if let Some(flight) = state.in_flight.remove(&key) {
+                        orphan(state, flight);
                     }
                 }
             }
             ShardMsg::Flush => {
                 state.l1.clear();
-                for flight in state.in_flight.values_mut() {
-                    flight.stale = true;
+                let flights: Vec<InFlight> = state.in_flight.drain().map(|(_, f)| f).collect();
+                for flight in flights {
+                    orphan(state, flight);
                 }
             }
             ShardMsg::Stats(reply) => {
@@ -227,11 +233,17 @@ impl Actor for CacheShard {
         _myself: ActorRef<ShardMsg>,
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
-        for (_, flight) in state.in_flight.drain() {
+        for (_, flight) in state.in_flight.drain().chain(state.orphans.drain().map(|(_, f)| (String::new(), f))) {
             flight.task.abort();
         }
         Ok(())
     }
+}
+
+/// Sets a load aside after an invalidation: it must not fill either tier.
+fn orphan(state: &mut ShardState, flight: InFlight) {
+    flight.stale.store(true, Ordering::Release);
+    state.orphans.insert(flight.ticket, flight);
 }
 
 impl CacheShard {
@@ -302,6 +314,8 @@ impl CacheShard {
         let jittered = format::jittered_ttl(ttl, self.ttl_jitter, &mut state.rng);
         let negative_ttl = format::jittered_ttl(self.negative_ttl, self.ttl_jitter, &mut state.rng);
         let threshold = self.compress_threshold;
+        let stale = Arc::new(AtomicBool::new(false));
+        let task_stale = stale.clone();
         let task = tokio::spawn(async move {
             if let Some(l2) = l2.as_ref().filter(|_| !skip_l2_read) {
                 let started = Instant::now();
@@ -332,28 +346,35 @@ impl CacheShard {
             let store_ttl = loaded.as_ref().map(|l| l.ttl).unwrap_or(jittered);
             let _ = actor.cast(ShardMsg::Filled { key: task_key.clone(), ticket, result: loaded });
             // waiters have their answer; now share it with the other nodes
-            if let (Some(l2), Some(value)) = (l2, to_store) {
+            if let (Some(l2), Some(value)) = (l2, to_store)
+                && !task_stale.load(Ordering::Acquire)
+            {
                 let _ = l2.set(&task_key, &value, store_ttl, threshold).await;
             }
         });
         let waiters = waiter.into_iter().collect();
-        state.in_flight.insert(key, InFlight { ticket, waiters, stale: false, task });
+        state.in_flight.insert(key, InFlight { ticket, waiters, stale, task });
     }
 
     fn filled(&self, state: &mut ShardState, key: String, ticket: u64, result: Result<Loaded, LoadError>) {
-        let Some(flight) = state.in_flight.remove(&key) else { return };
-        if flight.ticket != ticket {
-            // a newer load owns this key now; put it back
-            state.in_flight.insert(key, flight);
-            return;
-        }
+        let flight = match state.in_flight.remove(&key) {
+            Some(flight) if flight.ticket == ticket => flight,
+            other => {
+                // not the current load of this key: put that back, and look among the orphans
+                if let Some(current) = other {
+                    state.in_flight.insert(key.clone(), current);
+                }
+                let Some(orphan) = state.orphans.remove(&ticket) else { return };
+                orphan
+            }
+        };
         let answer = result.as_ref().map(|l| l.value.clone()).map_err(Clone::clone);
         for waiter in flight.waiters {
             let _ = waiter.send(answer.clone());
         }
         if let Ok(loaded) = result
             && self.l1_enabled
-            && !flight.stale
+            && !flight.stale.load(Ordering::Acquire)
         {
             let entry =
                 Entry { expires_at: Instant::now() + loaded.ttl, delta: loaded.delta, value: loaded.value };

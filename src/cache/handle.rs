@@ -189,8 +189,15 @@ impl Cache {
     /// everywhere: this node's shards first (read-your-writes), then Redis, then
     /// the other nodes through pub/sub.
     pub async fn invalidate(&self, families: &[Family], keys: Vec<String>) {
+        // families bumped only locally while Redis was unreachable go along now
+        let mut families = families.to_vec();
+        if self.inner.l2.is_some() {
+            families.extend(self.inner.generations.take_dirty());
+            families.sort();
+            families.dedup();
+        }
         let mut announced = Vec::with_capacity(families.len());
-        for family in families {
+        for family in &families {
             let value = match &self.inner.l2 {
                 Some(l2) => match l2.incr(&family.counter_key()).await {
                     Ok(value) => {
@@ -294,18 +301,34 @@ impl Cache {
 
     /// Redis is back: push the families bumped locally meanwhile, and start L1 afresh.
     pub async fn on_reconnect(&self) {
-        let dirty = self.inner.generations.take_dirty();
+        let mut dirty = self.inner.generations.take_dirty();
         // L1 goes first: nothing built with this node's local counters may survive the reset
         self.flush_local();
         self.inner.generations.reset();
-        if !dirty.is_empty() {
-            tracing::info!(
-                families = dirty.len(),
-                "redis is back; bumping families changed during the outage"
-            );
-            // nothing was written to L2 under the local values, so one bump in Redis
-            // makes every page cached before the outage unreachable for every node
+        if let Some(l2) = &self.inner.l2 {
+            // the pool may come back a moment after the subscriber
+            l2.wait_connected(Duration::from_secs(2)).await;
+        }
+        // nothing was written to L2 under the local values, so one bump in Redis makes
+        // every page cached before the outage unreachable for every node; the breaker
+        // may still refuse for a moment, so retry a few times
+        for attempt in 0..10u32 {
+            if dirty.is_empty() {
+                return;
+            }
+            tracing::info!(families = dirty.len(), attempt, "redis is back; bumping families changed during the outage");
             self.invalidate(&dirty, Vec::new()).await;
+            dirty = self.inner.generations.take_dirty();
+            if !dirty.is_empty() {
+                // refused again: forget the local values once more and wait
+                self.flush_local();
+                self.inner.generations.reset();
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt + 1))).await;
+            }
+        }
+        // still unreachable: the next invalidation takes them along
+        for family in &dirty {
+            self.inner.generations.bump_local(family);
         }
     }
 

@@ -50,6 +50,9 @@ pub enum ReadError {
     /// The cache did not answer in time.
     #[error("the cache did not answer in time")]
     Timeout,
+    /// Building the cached value failed (a bug, not the query).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Explore reads through the cache (or straight to the service when the cache is off).
@@ -88,7 +91,7 @@ fn from_cache(err: CacheError) -> ReadError {
         CacheError::Timeout => ReadError::Timeout,
         CacheError::Load(load) => match load.downcast_ref::<SharedExploreError>() {
             Some(shared) => ReadError::Explore(shared.0.clone()),
-            None => ReadError::Explore(Arc::new(ExploreError::BadQuery(load.to_string()))),
+            None => ReadError::Internal(load.to_string()),
         },
     }
 }
@@ -120,7 +123,7 @@ impl CachedExplore {
         let Some(cache) = &self.cache else {
             return loader().await.map_err(|e| from_cache(CacheError::Load(e)));
         };
-        cache.sync_generations(families).await;
+        cache.sync_generations(&with_epoch(families)).await;
         let key = format!("{kind}:{}:{identity}", cache.generations().stamp(families));
         cache.get(key, ttl, loader).await.map_err(from_cache)
     }
@@ -201,6 +204,14 @@ impl CachedExplore {
     }
 }
 
+/// `families` plus the epoch every key embeds.
+fn with_epoch(families: &[Family]) -> Vec<Family> {
+    let mut all = Vec::with_capacity(families.len() + 1);
+    all.push(Family::Epoch);
+    all.extend_from_slice(families);
+    all
+}
+
 /// The families a list page depends on: its filters, or all lists when unfiltered.
 pub fn list_families(query: &ListQuery) -> Vec<Family> {
     let mut families = Vec::new();
@@ -236,6 +247,7 @@ impl ChangeSink for CacheSink {
             }
             families.sort();
             families.dedup();
+            cache.sync_generations(&[Family::Epoch]).await;
             let item_key = format!("item:{}:{}", cache.generations().stamp(&[]), change.id);
             cache.invalidate(&families, vec![item_key]).await;
         })

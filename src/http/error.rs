@@ -223,6 +223,7 @@ impl From<ReadError> for ApiError {
     fn from(err: ReadError) -> Self {
         match err {
             ReadError::Explore(inner) => Self::from(inner.as_ref()),
+            ReadError::Internal(detail) => Self::Internal(format!("cached read: {detail}")),
             ReadError::Timeout => Self::Unavailable {
                 code: "cache_timeout",
                 message: err.to_string(),

@@ -99,7 +99,7 @@ fn parse_sort(text: Option<&str>) -> Result<Sort, ApiError> {
 }
 
 /// Builds a [`ListQuery`] from the query string.
-fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
+pub(super) fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     let params =
         Params::parse(raw, &["category", "tag", "group", "q", "from", "to", "sort", "limit", "cursor"])?;
     let tags = params.all("tag");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::ConnectHandle;
+use fred::types::{ConnectHandle, Value};
 use fred::types::config::Options;
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{EVENT_BUFFER, classify};
+use fred::error::Error as FredError;
 
 /// How long the subscriber waits for `SUBSCRIBE`, and then before trying again.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -173,21 +174,6 @@ impl Forwarder {
                 },
             };
             self.wake_at = None;
-            match &signal {
-                Some(Signal::Up(i)) => {
-                    eprintln!("DBG {} {:?} up {i}", &self.channel[self.channel.len() - 8..], Instant::now())
-                }
-                Some(Signal::Down(i)) => {
-                    eprintln!("DBG {} {:?} down {i}", &self.channel[self.channel.len() - 8..], Instant::now())
-                }
-                Some(Signal::Lagged) => eprintln!("DBG lagged"),
-                Some(Signal::Message(m)) => eprintln!(
-                    "DBG {} {:?} msg {m:?}",
-                    &self.channel[self.channel.len() - 8..],
-                    Instant::now()
-                ),
-                None => eprintln!("DBG wake"),
-            }
             let sent = match signal {
                 None => self.settle().await,
                 Some(Signal::Message(Some(payload))) => self.send(RedisEvent::Message(payload)).await,
@@ -280,10 +266,17 @@ impl Forwarder {
     }
 
     /// `SUBSCRIBE`s the subscriber; false if that failed.
+    ///
+    /// fred answers `SUBSCRIBE` as soon as it is queued, without waiting for the
+    /// server, so a `PING` follows as a barrier: the server answers commands of a
+    /// connection in order, so its reply means the subscription is active.
     async fn subscribe(&self) -> bool {
-        eprintln!("DBG {} {:?} subscribing", &self.channel[self.channel.len() - 8..], Instant::now());
         let client = self.subscriber.with_options(&self.options);
-        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, client.subscribe(self.channel.clone())).await {
+        let confirmed = async {
+            client.subscribe(self.channel.clone()).await?;
+            Ok::<(), FredError>(())
+        };
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, confirmed).await {
             Ok(Ok(())) => true,
             Ok(Err(error)) => {
                 tracing::warn!(error = %classify(&error), "redis subscribe failed; will retry");
@@ -298,7 +291,6 @@ impl Forwarder {
 
     /// False once the receiving side is gone.
     async fn send(&self, event: RedisEvent) -> bool {
-        eprintln!("DBG {} {:?} send {event:?}", &self.channel[self.channel.len() - 8..], Instant::now());
         self.tx.send(event).await.is_ok()
     }
 }

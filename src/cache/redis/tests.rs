@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fred::types::{CustomCommand, Value};
 use futures::FutureExt;
@@ -210,7 +210,7 @@ async fn a_closed_port_fails_fast_and_opens_the_breaker() {
     for _ in 0..5 {
         let started = Instant::now();
         assert_eq!(tier.get("k").await, Err(CacheRedisError::Unavailable));
-        assert!(started.elapsed() < Duration::from_millis(100), "call took {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_millis(300), "call took {:?}", started.elapsed());
     }
     assert_eq!(tier.breaker().state(), BreakerState::Open);
     let started = Instant::now();
@@ -219,7 +219,7 @@ async fn a_closed_port_fails_fast_and_opens_the_breaker() {
         Err(CacheRedisError::BreakerOpen)
     );
     assert_eq!(tier.incr("k").await, Err(CacheRedisError::BreakerOpen));
-    assert!(started.elapsed() < Duration::from_millis(50));
+    assert!(started.elapsed() < Duration::from_millis(300), "rejections took {:?}", started.elapsed());
     // The probe bypasses the breaker and reports the real state.
     assert_eq!(tier.ping_unguarded(Duration::from_millis(500)).await, Err(CacheRedisError::Unavailable));
     let probe = RedisProbe::new(tier.clone());
@@ -272,10 +272,12 @@ async fn bad_settings_are_rejected_and_the_url_never_printed() {
     assert!(!format!("{secret:?}").contains("hunter2"));
 }
 
-/// A loopback proxy to Redis that can stall or cut every connection.
+/// A loopback proxy to Redis that can stall or cut every connection, and
+/// delay the connections it accepts from now on.
 struct Cutter {
     addr: SocketAddr,
     stalled: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,
     connections: Arc<std::sync::Mutex<JoinSet<()>>>,
     accept: JoinHandle<()>,
@@ -286,24 +288,26 @@ impl Cutter {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stalled = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let cut = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(std::sync::Mutex::new(JoinSet::new()));
-        let (s, c, conns) = (stalled.clone(), cut.clone(), connections.clone());
+        let (s, d, c, conns) = (stalled.clone(), delay_ms.clone(), cut.clone(), connections.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if c.load(Ordering::SeqCst) {
                     continue;
                 }
                 let stalled = s.clone();
+                let delay = Duration::from_millis(d.load(Ordering::SeqCst));
                 conns.lock().unwrap().spawn(async move {
                     let Ok(upstream) = TcpStream::connect("127.0.0.1:6379").await else { return };
                     let (cr, cw) = client.into_split();
                     let (ur, uw) = upstream.into_split();
-                    tokio::join!(pipe(cr, uw, stalled.clone()), pipe(ur, cw, stalled));
+                    tokio::join!(pipe(cr, uw, stalled.clone(), delay), pipe(ur, cw, stalled, delay));
                 });
             }
         });
-        Self { addr, stalled, cut, connections, accept }
+        Self { addr, stalled, delay_ms, cut, connections, accept }
     }
 
     fn url(&self) -> String {
@@ -329,10 +333,12 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     stalled: Arc<AtomicBool>,
+    delay: Duration,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0; 16 * 1024];
     while let Ok(n @ 1..) = from.read(&mut buf).await {
+        tokio::time::sleep(delay).await;
         while stalled.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -346,17 +352,16 @@ async fn pipe(
 async fn a_stalled_redis_times_out_and_counts_against_the_breaker() {
     let proxy = Cutter::start().await;
     let mut settings = settings(&proxy.url(), &random_prefix());
-    settings.command_timeout = Duration::from_millis(200);
-    // The ping below plus two timeouts: 2 failures of 3 calls open it.
-    settings.breaker = BreakerConfig { window_size: 4, minimum_calls: 3, ..BreakerConfig::default() };
+    settings.command_timeout = Duration::from_millis(300);
+    settings.breaker = BreakerConfig { window_size: 4, minimum_calls: 2, ..BreakerConfig::default() };
     let tier = RedisTier::connect(settings).await.unwrap();
     assert!(tier.wait_connected(DEADLINE).await, "the pool did not connect");
-    assert_eq!(tier.ping().await, Ok(()));
+    assert_eq!(tier.ping_unguarded(DEADLINE).await, Ok(()));
     proxy.stalled.store(true, Ordering::SeqCst);
     let started = Instant::now();
     assert_eq!(tier.get("k").await, Err(CacheRedisError::Timeout));
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(190) && took < Duration::from_millis(600), "{took:?}");
+    assert!(took >= Duration::from_millis(290) && took < Duration::from_millis(1500), "{took:?}");
     assert_eq!(tier.get("k").await, Err(CacheRedisError::Timeout));
     assert_eq!(tier.breaker().state(), BreakerState::Open);
     assert_eq!(tier.get("k").await, Err(CacheRedisError::BreakerOpen));
@@ -379,26 +384,22 @@ async fn a_cut_connection_is_reported_and_the_subscription_comes_back() {
     wait_for(&mut sub, RedisEvent::Reconnected).await;
 
     // Resubscribed: a message published now arrives.
-    {
-        let raw = raw().await;
-        let reply: Vec<Value> = raw
-            .custom(
-                CustomCommand::new_static("PUBSUB", None, false),
-                vec!["NUMSUB".to_owned(), tier.full_key("inv")],
-            )
-            .await
-            .unwrap();
-        eprintln!("DBG numsub {:?} at {:?}", reply, Instant::now());
-        let clients: String = raw
-            .custom(CustomCommand::new_static("CLIENT", None, false), vec!["LIST".to_owned()])
-            .await
-            .unwrap();
-        eprintln!(
-            "DBG clients {}",
-            clients.lines().filter(|l| l.contains("sub=1") || l.contains("psub")).count()
-        );
-    }
     tier.breaker().reset();
     eventually("a publish to go through", || async { tier.publish("inv", "after").await.is_ok() }).await;
     wait_for(&mut sub, RedisEvent::Message("after".to_owned())).await;
+}
+
+/// fred answers `SUBSCRIBE` before the server has seen it; `Reconnected` must
+/// still mean that a message published right after it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnected_means_the_subscription_is_active_on_the_server() {
+    let proxy = Cutter::start().await;
+    let tier = RedisTier::connect(settings(&proxy.url(), &random_prefix())).await.unwrap();
+    assert!(tier.wait_connected(DEADLINE).await, "the pool did not connect");
+    // Only the subscriber's connection, opened next, is slow.
+    proxy.delay_ms.store(200, Ordering::SeqCst);
+    let mut sub = tier.subscribe("inv").await.unwrap();
+    wait_for(&mut sub, RedisEvent::Reconnected).await;
+    tier.publish("inv", "first").await.unwrap();
+    assert_eq!(next_event(&mut sub).await, RedisEvent::Message("first".to_owned()));
 }
