@@ -16,5 +16,6 @@ mod config;
 mod errors;
 mod explore;
 mod health;
+mod import;
 mod items;
 mod openapi;
