@@ -173,7 +173,13 @@ async fn build_cache(settings: &Settings) -> Result<Option<Cache>, StartupError>
             command_timeout: Duration::from_millis(cs.redis.timeout_ms),
             breaker: cs.redis.breaker.to_config(),
         };
-        Some(RedisTier::connect(redis).await.map_err(|e| StartupError::Cache(e.to_string()))?)
+        let tier = RedisTier::connect(redis).await.map_err(|e| StartupError::Cache(e.to_string()))?;
+        // give the pool a moment: calls before the first connection fail fast and would
+        // count against the breaker; an unreachable Redis only delays start by this much
+        if !tier.wait_connected(Duration::from_secs(2)).await {
+            tracing::warn!("redis is not reachable yet; serving from L1 and the database until it is");
+        }
+        Some(tier)
     };
     Ok(Some(Cache::new(cs.shards, l2, settings.supervision.ask_timeout())))
 }

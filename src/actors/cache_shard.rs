@@ -233,7 +233,9 @@ impl Actor for CacheShard {
         _myself: ActorRef<ShardMsg>,
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
-        for (_, flight) in state.in_flight.drain().chain(state.orphans.drain().map(|(_, f)| (String::new(), f))) {
+        for (_, flight) in
+            state.in_flight.drain().chain(state.orphans.drain().map(|(_, f)| (String::new(), f)))
+        {
             flight.task.abort();
         }
         Ok(())

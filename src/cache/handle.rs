@@ -316,7 +316,11 @@ impl Cache {
             if dirty.is_empty() {
                 return;
             }
-            tracing::info!(families = dirty.len(), attempt, "redis is back; bumping families changed during the outage");
+            tracing::info!(
+                families = dirty.len(),
+                attempt,
+                "redis is back; bumping families changed during the outage"
+            );
             self.invalidate(&dirty, Vec::new()).await;
             dirty = self.inner.generations.take_dirty();
             if !dirty.is_empty() {

@@ -34,7 +34,7 @@ pub use self::subscription::{RedisEvent, Subscription};
 use super::format::{self, CachedValue, FormatError};
 use crate::actors::health::Probe;
 use crate::metrics;
-use crate::supervision::breaker::{BreakerConfig, CircuitBreaker};
+use crate::supervision::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 
 /// The per-call timeout when none is configured.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(200);
@@ -496,7 +496,19 @@ impl Probe for RedisProbe {
     fn check(&self) -> BoxFuture<'static, Result<(), String>> {
         let tier = self.tier.clone();
         let timeout = self.timeout;
-        Box::pin(async move { tier.ping_unguarded(timeout).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            // While the breaker is not closed, the probe doubles as its half-open trial:
+            // a node whose reads all hit L1 would otherwise never try Redis again and
+            // keep reporting the breaker open long after Redis is back.
+            if tier.breaker().state() != BreakerState::Closed {
+                match tier.ping().await {
+                    Ok(()) => return Ok(()),
+                    Err(CacheRedisError::BreakerOpen) => {}
+                    Err(error) => return Err(error.to_string()),
+                }
+            }
+            tier.ping_unguarded(timeout).await.map_err(|e| e.to_string())
+        })
     }
 }
 

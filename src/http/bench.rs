@@ -17,11 +17,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
 use fred::clients::Pool;
 use fred::interfaces::{ClientLike, KeysInterface};
@@ -145,8 +145,8 @@ async fn pool(state: &AppState, bench: &Bench) -> Result<Pool, ApiError> {
                 tcp: TcpConfig { nodelay: Some(true), ..TcpConfig::default() },
                 ..ConnectionConfig::default()
             };
-            let pool = Pool::new(config, None, Some(connection), None, redis.pool_size.max(1))
-                .map_err(internal)?;
+            let pool =
+                Pool::new(config, None, Some(connection), None, redis.pool_size.max(1)).map_err(internal)?;
             pool.init().await.map_err(internal)?;
             Ok::<_, ApiError>(pool)
         })

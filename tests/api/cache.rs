@@ -91,6 +91,7 @@ async fn stampede_on_a_cold_key_loads_once_l1_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stampede_on_a_cold_key_loads_once_with_redis() {
     let prefix = redis_prefix();
+    let _keys = crate::helpers::RedisKeys(prefix.clone());
     let app = spawn_app_with(Backend::Sqlite, with_redis(&prefix)).await;
     let admin = app.admin_token().await;
     assert_eq!(report(&app, &admin).await["l2"], true);
@@ -140,6 +141,7 @@ async fn writes_invalidate_l1_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_invalidate_with_redis() {
     let prefix = redis_prefix();
+    let _keys = crate::helpers::RedisKeys(prefix.clone());
     let app = spawn_app_with(Backend::Postgres, with_redis(&prefix)).await;
     invalidation_gives_read_your_writes(&app).await;
 }
@@ -147,6 +149,7 @@ async fn writes_invalidate_with_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_one_node_is_seen_on_the_other() {
     let prefix = redis_prefix();
+    let _keys = crate::helpers::RedisKeys(prefix.clone());
     let a = spawn_app_with(Backend::Postgres, with_redis(&prefix)).await;
     let b = spawn_peer(&a, with_redis(&prefix)).await;
     let editor = a.user_token("crossnode", "editor").await;

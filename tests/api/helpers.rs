@@ -297,3 +297,24 @@ pub fn redis_prefix() -> String {
 pub fn encode(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes()).collect()
 }
+
+/// Deletes a test's Redis keys (`{prefix}:*`) when dropped. Uses `redis-cli`,
+/// which ships with Redis; without it the keys are left to their TTLs.
+pub struct RedisKeys(pub String);
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let url = redis_url();
+        let pattern = format!("{}:*", self.0);
+        let Ok(listed) = std::process::Command::new("redis-cli")
+            .args(["-u", &url, "--scan", "--pattern", &pattern])
+            .output()
+        else {
+            return;
+        };
+        let keys: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
+        for chunk in keys.chunks(500) {
+            let _ = std::process::Command::new("redis-cli").args(["-u", &url, "del"]).args(chunk).output();
+        }
+    }
+}

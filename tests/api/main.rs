@@ -8,6 +8,7 @@
 //! database per test (a temp SQLite file or a UUID-named PostgreSQL database).
 
 mod helpers;
+mod support;
 
 mod auth;
 mod cache;
@@ -19,3 +20,5 @@ mod health;
 mod import;
 mod items;
 mod openapi;
+mod proxy_smoke;
+mod redis_outage;

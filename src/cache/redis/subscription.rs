@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::{ConnectHandle, Value};
 use fred::types::config::Options;
+use fred::types::{ConnectHandle, Value};
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use tokio::sync::{broadcast, mpsc};
@@ -17,7 +17,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{EVENT_BUFFER, classify};
-use fred::error::Error as FredError;
 
 /// How long the subscriber waits for `SUBSCRIBE`, and then before trying again.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -274,7 +273,7 @@ impl Forwarder {
         let client = self.subscriber.with_options(&self.options);
         let confirmed = async {
             client.subscribe(self.channel.clone()).await?;
-            Ok::<(), FredError>(())
+            client.ping::<Value>(None).await.map(drop)
         };
         match tokio::time::timeout(SUBSCRIBE_TIMEOUT, confirmed).await {
             Ok(Ok(())) => true,
