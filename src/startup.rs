@@ -95,7 +95,14 @@ impl Application {
             explore.set_change_sink(Arc::new(CacheSink { cache: cache.clone() }));
         }
         let cached = CachedExplore::new(explore.clone(), cache.clone(), Ttls::from_settings(&settings.cache));
-        let runtime = Arc::new(Runtime::start(&settings, db.clone(), explore, cache).await?);
+        let runtime = Arc::new(Runtime::start(&settings, db.clone(), explore, cache.clone()).await?);
+        if let Some(cache) = cache.as_ref().filter(|c| c.l2().is_some())
+            && !cache.wait_subscribed(Duration::from_secs(3)).await
+        {
+            tracing::warn!(
+                "not subscribed to cache invalidations yet; other nodes' writes may be missed until it is"
+            );
+        }
         if settings.cache.enabled && settings.cache.warm_on_start {
             // in the background: the node serves (slower) while it warms
             let warming = cached.clone();

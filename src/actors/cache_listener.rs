@@ -49,6 +49,8 @@ pub struct ListenerState {
     reconnecting: Option<JoinHandle<()>>,
     /// The connection dropped since it was last up (the first connection is not a reconnection).
     lost: bool,
+    /// The subscription has been confirmed live at least once.
+    live: bool,
 }
 
 impl Actor for CacheListener {
@@ -67,6 +69,7 @@ impl Actor for CacheListener {
             forward: None,
             reconnecting: None,
             lost: false,
+            live: false,
         })
     }
 
@@ -105,10 +108,21 @@ impl Actor for CacheListener {
                     state.cache.on_disconnect();
                 }
             }
+            ListenerMsg::Event(RedisEvent::Reconnected) if !state.live => {
+                // announcements sent before the subscription was live were missed: whatever
+                // was cached meanwhile, and the generations seen meanwhile, are suspect
+                state.live = true;
+                state.lost = false;
+                state.cache.generations().mark_unsynced();
+                state.cache.flush_local();
+                state.cache.set_subscribed(true);
+            }
             ListenerMsg::Event(RedisEvent::Reconnected) => {
-                if std::mem::take(&mut state.lost)
-                    && state.reconnecting.as_ref().is_none_or(JoinHandle::is_finished)
-                {
+                if std::mem::take(&mut state.lost) {
+                    // a newer reconnection supersedes one still being handled
+                    if let Some(previous) = state.reconnecting.take() {
+                        previous.abort();
+                    }
                     let cache = state.cache.clone();
                     state.reconnecting = Some(tokio::spawn(async move { cache.on_reconnect().await }));
                 }

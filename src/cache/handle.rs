@@ -93,6 +93,8 @@ struct Inner {
     generations: Generations,
     ask_timeout: Duration,
     node: String,
+    /// Whether this node's invalidation subscription is live.
+    subscribed: tokio::sync::watch::Sender<bool>,
 }
 
 /// The cache. Cheap to clone.
@@ -112,6 +114,7 @@ impl Cache {
             generations: Generations::default(),
             ask_timeout,
             node: uuid::Uuid::new_v4().to_string(),
+            subscribed: tokio::sync::watch::Sender::new(false),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -139,6 +142,18 @@ impl Cache {
     /// This node's generation mirror.
     pub fn generations(&self) -> &Generations {
         &self.inner.generations
+    }
+
+    /// Records whether the invalidation subscription is live (the listener calls this).
+    pub fn set_subscribed(&self, live: bool) {
+        self.inner.subscribed.send_replace(live);
+    }
+
+    /// Waits up to `limit` for the invalidation subscription to be live; true if it is.
+    /// A node that serves before then could cache pages whose invalidation it misses.
+    pub async fn wait_subscribed(&self, limit: Duration) -> bool {
+        let mut rx = self.inner.subscribed.subscribe();
+        matches!(tokio::time::timeout(limit, rx.wait_for(|live| *live)).await, Ok(Ok(_)))
     }
 
     /// This node's id in announcements.
