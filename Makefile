@@ -10,7 +10,7 @@ run:
 
 ## Run every test (unit, property and integration; SQLite and PostgreSQL).
 test:
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --all-targets
 
 build:
 	$(CARGO) build --workspace --all-targets
