@@ -7,6 +7,7 @@
 //! - [`limiter`]: slows down failed logins per username and per client address.
 //! - [`service`]: [`AuthService`]: login, refresh-token rotation with reuse detection,
 //!   logout, user management.
+//! - [`verified`]: remembers tokens that verified, so a repeated token skips the signature check.
 //!
 //! Refresh tokens are opaque random values; only their SHA-256 is stored. Each login starts a
 //! token family; using a refresh token a second time revokes the whole family.
@@ -16,6 +17,7 @@ pub mod limiter;
 pub mod password;
 pub mod role;
 pub mod service;
+pub mod verified;
 
 pub use jwt::{Claims, JwtKeys};
 pub use limiter::LoginLimiter;

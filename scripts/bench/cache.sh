@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Explore cache, side by side: item detail, a list page and a search, each
 # database-only, on an L2 (Redis) hit and on an L1 hit, next to the bench routes
-# (a bare HashMap and a bare fred GET behind the same middleware and auth), all
-# with wrk at the same concurrency in one run, plus memory per cached item.
+# (a bare HashMap and a bare fred GET behind the same middleware and auth, from
+# the `bench-routes` feature) and the same two without any castwork middleware
+# (examples/bare_routes.rs), all with wrk at the same concurrency in one run;
+# plus memory per cached item. SQLite, imported once into a fresh file.
 # Usage: scripts/bench/cache.sh [seconds] [connections]
 # Needs wrk, redis-cli, python3 and Redis at $REDIS_URL (default redis://127.0.0.1:6379).
 # Method and numbers: docs/BENCHMARKS.md, "Explore cache (side by side)".
@@ -36,7 +38,7 @@ export CASTWORK_SERVER__PORT=$port CASTWORK_DATA_DIR=$work CASTWORK_LOG__LEVEL=w
 export CASTWORK_EXPLORE__IMPORT_SAMPLE_ON_START=false
 export CASTWORK_CACHE__REDIS__URL=$redis_url CASTWORK_CACHE__WARM_ON_START=false
 
-cargo build --release -q --features bench-routes
+cargo build --release -q --features bench-routes --bin castwork --example bare_routes
 bin=target/release/castwork
 # SQLite: one fresh file, imported once, shared by the three processes
 "$bin" import "$catalog" >"$work/import.txt"
@@ -74,6 +76,8 @@ for name, paths in sets.items():
         for route in ["hashmap", "fred"]:
             with open(f"{work}/{route}-{name}.txt", "w") as f:
                 f.writelines(p.replace("/api/v1/", f"/bench/{route}/", 1) for p in paths)
+            with open(f"{work}/bare-{route}-{name}.txt", "w") as f:
+                f.writelines(p.replace("/api/v1/", f"/bare/{route}/", 1) for p in paths)
 PY
 
 start() { # name, then env assignments
@@ -84,6 +88,15 @@ start() { # name, then env assignments
     for _ in $(seq 1 150); do curl -sf "$base/health/ready" >/dev/null && return; sleep 0.2; done
     echo "the $name server did not become ready" >&2
     cat "$work/serve-$name.log" >&2
+    exit 1
+}
+start_bare() { # the standalone bare axum routes (examples/bare_routes.rs)
+    BARE_PORT=$port BARE_REDIS_URL=$redis_url BARE_KEY_PREFIX=$prefix target/release/examples/bare_routes \
+        >"$work/serve-bare.log" 2>&1 &
+    server=$!
+    for _ in $(seq 1 150); do curl -sf "$base/health" >/dev/null && return; sleep 0.2; done
+    echo "the bare server did not become ready" >&2
+    cat "$work/serve-bare.log" >&2
     exit 1
 }
 stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=; }
@@ -162,6 +175,14 @@ for route in hashmap fred; do
 done
 stop
 
+# the same bytes with no castwork middleware: the HashMap fills from what the
+# fred routes above stored in Redis
+start_bare
+for route in hashmap fred; do
+    for case in detail list search; do measure "bare-$route" "$case" "$work/bare-$route-$case.txt"; done
+done
+stop
+
 python3 - "$work" "$rss0" "$rss1" "$rss2" "$db_rss0" "$db_rss1" <<'PY' >"$work/memory-result.txt"
 import json, sys
 work = sys.argv[1]
@@ -184,7 +205,8 @@ rows = {}
 for line in open(sys.argv[1]):
     variant, case, *fields = line.split()
     rows[(variant, case)] = dict(f.split("=", 1) for f in fields)
-names = {"db": "DB only", "l2": "L2 hit (L1 off)", "l1": "L1 hit", "hashmap": "bench HashMap", "fred": "bench fred GET"}
+names = {"db": "DB only", "l2": "L2 hit (L1 off)", "l1": "L1 hit", "hashmap": "bench HashMap", "fred": "bench fred GET",
+         "bare-hashmap": "bare axum HashMap (no middleware)", "bare-fred": "bare axum fred GET (no middleware)"}
 import os
 tick = 1e6 / os.sysconf("SC_CLK_TCK")
 def cpu_us(r):
@@ -210,7 +232,11 @@ cpu = lambda v, c: cpu_us(rows[(v, c)])
 print("\n| server CPU per request, ratio | detail | list | search |")
 print("|---|---|---|---|")
 for label, num, den in [("DB only / L1 hit", "db", "l1"), ("DB only / L2 hit", "db", "l2"),
-                        ("L1 hit / bench HashMap", "l1", "hashmap"), ("L2 hit / bench fred GET", "l2", "fred")]:
+                        ("L1 hit / bench HashMap", "l1", "hashmap"), ("L2 hit / bench fred GET", "l2", "fred"),
+                        ("bench HashMap / bare HashMap", "hashmap", "bare-hashmap"),
+                        ("bench fred GET / bare fred GET", "fred", "bare-fred")]:
+    if any((v, c) not in rows for v in (num, den) for c in ["detail", "list", "search"]):
+        continue
     print(f"| {label} | {' | '.join(f'{cpu(num, c) / cpu(den, c):.2f}' for c in ['detail', 'list', 'search'])} |")
 PY
 cat "$work/memory-result.txt"

@@ -14,7 +14,7 @@ use super::{AuthError, Role};
 use crate::config::{AuthSettings, JwtAlgorithm};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
-const LEEWAY_SECS: u64 = 5;
+pub const LEEWAY_SECS: u64 = 5;
 /// Length of the HS256 secret generated when none is configured.
 const GENERATED_SECRET_LEN: usize = 64;
 /// Shortest HS256 secret accepted (configuration validation says the same).
@@ -188,7 +188,7 @@ impl JwtKeys {
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

@@ -24,7 +24,9 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use tracing::field::Empty;
 
+use super::jwt::{LEEWAY_SECS, now_secs};
 use super::password::{hash_password, verify_dummy, verify_password};
+use super::verified::{self, VerifiedTokens};
 use super::{AuthError, Claims, JwtKeys, LoginLimiter, Role};
 use crate::config::AuthSettings;
 use crate::db::entities::{refresh_token, user};
@@ -94,6 +96,7 @@ impl From<Claims> for Principal {
 pub struct AuthService {
     db: DatabaseConnection,
     keys: Arc<JwtKeys>,
+    verified: Arc<VerifiedTokens>,
     limiter: Arc<LoginLimiter>,
     refresh_ttl: TimeDelta,
 }
@@ -115,7 +118,13 @@ impl AuthService {
             .and_then(TimeDelta::try_seconds)
             .unwrap_or(TimeDelta::MAX);
         let limiter = Arc::new(LoginLimiter::new(settings.login_burst, settings.login_per_minute));
-        Self { db, keys, limiter, refresh_ttl }
+        Self {
+            db,
+            keys,
+            verified: Arc::new(VerifiedTokens::new(verified::DEFAULT_CAPACITY)),
+            limiter,
+            refresh_ttl,
+        }
     }
 
     /// The signing keys.
@@ -123,13 +132,22 @@ impl AuthService {
         &self.keys
     }
 
-    /// Verifies an access token (without the `Bearer ` prefix) and returns its caller.
+    /// Verifies an access token (without the `Bearer ` prefix) and returns its caller. A token
+    /// that verified before is answered from [`VerifiedTokens`] until it expires.
     pub fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthError> {
         let token = bearer_token.trim();
         if token.is_empty() {
             return Err(AuthError::MissingToken);
         }
-        self.keys.verify(token).map(Principal::from)
+        let now = now_secs();
+        if let Some(known) = self.verified.get(token, now) {
+            return known;
+        }
+        let claims = self.keys.verify(token)?;
+        let refuse_after = claims.exp.saturating_add(LEEWAY_SECS);
+        let principal = Principal::from(claims);
+        self.verified.insert(token, principal.clone(), refuse_after);
+        Ok(principal)
     }
 
     /// Checks a username and password and starts a session.

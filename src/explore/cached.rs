@@ -4,6 +4,7 @@
 //! service; its [`ChangeSink`] (here, [`CacheSink`]) invalidates before the write
 //! returns.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,11 +70,19 @@ fn digest(parts: &[&str]) -> String {
         hasher.update(part.as_bytes());
         hasher.update([0u8]);
     }
-    hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    // one allocation for the 32 hex digits (this runs on every cached read, hit or miss)
+    let mut hex = String::with_capacity(32);
+    for byte in hasher.finalize().iter().take(16) {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<CachedValue, LoadError> {
-    let body = serde_json::to_vec(value).map_err(LoadError::new)?;
+    let mut body = serde_json::to_vec(value).map_err(LoadError::new)?;
+    // `to_vec` grows by doubling; L1 keeps this allocation for the entry's lifetime
+    // and its weigher counts `len`, so give back the unused capacity (up to half)
+    body.shrink_to_fit();
     Ok(CachedValue { body: Bytes::from(body), etag: None, not_found: false })
 }
 
@@ -123,7 +132,11 @@ impl CachedExplore {
         let Some(cache) = &self.cache else {
             return loader().await.map_err(|e| from_cache(CacheError::Load(e)));
         };
-        cache.sync_generations(&with_epoch(families)).await;
+        // every family is usually synced already: check before building the list to sync
+        let generations = cache.generations();
+        if !generations.unsynced(&[Family::Epoch]).is_empty() || !generations.unsynced(families).is_empty() {
+            cache.sync_generations(&with_epoch(families)).await;
+        }
         let key = format!("{kind}:{}:{identity}", cache.generations().stamp(families));
         cache.get(key, ttl, loader).await.map_err(from_cache)
     }
@@ -257,6 +270,18 @@ impl ChangeSink for CacheSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_is_32_lowercase_hex_digits_of_sha256() {
+        // the key format must not change with the implementation
+        let d = digest(&["a", "b"]);
+        assert_eq!(d.len(), 32);
+        assert!(d.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{d}");
+        let mut hasher = Sha256::new();
+        hasher.update(b"a\0b\0");
+        let expected: String = hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(d, expected);
+    }
 
     #[test]
     fn families_follow_filters() {
