@@ -14,7 +14,7 @@ use super::{AuthError, Role};
 use crate::config::{AuthSettings, JwtAlgorithm};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
-pub const LEEWAY_SECS: u64 = 5;
+pub(crate) const LEEWAY_SECS: u64 = 5;
 /// Length of the HS256 secret generated when none is configured.
 const GENERATED_SECRET_LEN: usize = 64;
 /// Shortest HS256 secret accepted (configuration validation says the same).

@@ -132,11 +132,7 @@ impl CachedExplore {
         let Some(cache) = &self.cache else {
             return loader().await.map_err(|e| from_cache(CacheError::Load(e)));
         };
-        // every family is usually synced already: check before building the list to sync
-        let generations = cache.generations();
-        if !generations.unsynced(&[Family::Epoch]).is_empty() || !generations.unsynced(families).is_empty() {
-            cache.sync_generations(&with_epoch(families)).await;
-        }
+        cache.sync_generations(&with_epoch(families)).await;
         let key = format!("{kind}:{}:{identity}", cache.generations().stamp(families));
         cache.get(key, ttl, loader).await.map_err(from_cache)
     }
