@@ -24,6 +24,10 @@ use fred::clients::Pool;
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::types::config::{Config, ConnectionConfig, TcpConfig};
 
+/// The same allocator as the castwork binary, so the comparison is of the routes.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Map = RwLock<HashMap<String, Bytes>>;
 
 struct Bare {

@@ -9,6 +9,12 @@ use castwork::cli::Cli;
 use castwork::config::Settings;
 use castwork::telemetry;
 
+/// mimalloc: a request allocates and frees many small buffers across worker
+/// threads; glibc's malloc spent a measurable share of each cached read
+/// consolidating its free lists (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -148,6 +148,12 @@ pub fn cache_lookup(tier: &'static str, outcome: &'static str) {
     metrics::counter!(CACHE_LOOKUPS_TOTAL, "tier" => tier, "outcome" => outcome).increment(1);
 }
 
+/// The handle of one lookup counter, for a hot path to keep and increment
+/// without a registry lookup each time.
+pub fn cache_lookup_counter(tier: &'static str, outcome: &'static str) -> metrics::Counter {
+    metrics::counter!(CACHE_LOOKUPS_TOTAL, "tier" => tier, "outcome" => outcome)
+}
+
 /// Counts a coalesced miss.
 pub fn cache_coalesced() {
     metrics::counter!(CACHE_COALESCED_TOTAL).increment(1);

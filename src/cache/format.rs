@@ -164,6 +164,9 @@ fn from_nanos(nanos: u128) -> Duration {
     Duration::new(secs, sub)
 }
 
+/// The largest `−ln(r)` for an `r` drawn as `1 − random::<f64>()`: `53·ln 2`.
+const MAX_NEG_LN: f64 = 53.0 * std::f64::consts::LN_2;
+
 /// XFetch ("optimal probabilistic cache stampede prevention", Vattani et al.):
 /// whether to recompute an entry expiring at `expires_at` now, ahead of expiry.
 ///
@@ -186,10 +189,15 @@ pub fn should_refresh_early(
     if beta.is_nan() || beta <= 0.0 || delta.is_zero() {
         return false;
     }
-    // `random` is in [0, 1); 1 − it is in (0, 1], so ln ≤ 0 and finite.
+    let scale = delta.as_secs_f64() * beta;
+    // `random` is in [0, 1) in steps of 2⁻⁵³, so 1 − it is in [2⁻⁵³, 1] and −ln of
+    // it at most 53·ln 2: a gap beyond that many δ·β cannot be reached, and most
+    // hits (far from expiry) skip the draw and the logarithm.
+    if gap.as_secs_f64() > scale * MAX_NEG_LN {
+        return false;
+    }
     let r = 1.0 - rng.random::<f64>();
-    let head_start = delta.as_secs_f64() * beta * -r.ln();
-    head_start >= gap.as_secs_f64()
+    scale * -r.ln() >= gap.as_secs_f64()
 }
 
 #[cfg(test)]
@@ -332,6 +340,22 @@ mod tests {
             assert!(rate >= last, "gap {gap_ms} ms: {rate} < {last}");
             last = rate;
         }
+    }
+
+    #[test]
+    fn xfetch_far_from_expiry_never_refreshes_and_draws_nothing() {
+        let now = Instant::now();
+        let delta = Duration::from_millis(10);
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut untouched = rng.clone();
+        // beyond 53·ln 2 ≈ 36.7 δ·β no draw can reach expiry
+        assert!(!should_refresh_early(now, now + delta * 40, delta, 1.0, &mut rng));
+        assert_eq!(rng.random::<u64>(), untouched.random::<u64>(), "no random draw was made");
+        // just inside the bound a draw is made (and can, rarely, say yes)
+        let mut rng = StdRng::seed_from_u64(7);
+        let _ = should_refresh_early(now, now + delta * 30, delta, 1.0, &mut rng);
+        let mut fresh = StdRng::seed_from_u64(7);
+        assert_ne!(rng.random::<u64>(), fresh.random::<u64>(), "a draw was made");
     }
 
     #[test]

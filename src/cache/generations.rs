@@ -124,10 +124,34 @@ impl Generations {
         inner.synced.clear();
     }
 
+    /// Whether the epoch and every one of `families` have been read from Redis
+    /// (one read lock, no allocation: the check every cached read makes).
+    pub fn all_synced(&self, families: &[Family]) -> bool {
+        let inner = self.read();
+        inner.synced.contains(&Family::Epoch) && families.iter().all(|f| inner.synced.contains(f))
+    }
+
     /// The generation stamp of a key that depends on `families`: e.g. `e3.a7` or `e3.c2.t5.t1`.
     pub fn stamp(&self, families: &[Family]) -> String {
+        let mut out = String::with_capacity(8 + 4 * families.len());
+        self.write_stamp(&mut out, families);
+        out
+    }
+
+    /// The cache key `{kind}:{stamp}:{identity}` of a page that depends on `families`.
+    pub fn key(&self, kind: &str, families: &[Family], identity: &str) -> String {
+        let mut out = String::with_capacity(kind.len() + identity.len() + 10 + 4 * families.len());
+        out.push_str(kind);
+        out.push(':');
+        self.write_stamp(&mut out, families);
+        out.push(':');
+        out.push_str(identity);
+        out
+    }
+
+    fn write_stamp(&self, out: &mut String, families: &[Family]) {
         let inner = self.read();
-        let mut out = format!("e{}", inner.values.get(&Family::Epoch).copied().unwrap_or(0));
+        let _ = write!(out, "e{}", inner.values.get(&Family::Epoch).copied().unwrap_or(0));
         for family in families {
             let prefix = match family {
                 Family::Epoch => continue,
@@ -138,7 +162,6 @@ impl Generations {
             };
             let _ = write!(out, ".{prefix}{}", inner.values.get(family).copied().unwrap_or(0));
         }
-        out
     }
 }
 
@@ -176,5 +199,30 @@ mod tests {
         assert!(g.take_dirty().is_empty());
         g.mark_unsynced();
         assert_eq!(g.unsynced(std::slice::from_ref(&f)).len(), 1);
+    }
+
+    #[test]
+    fn all_synced_needs_the_epoch_and_every_family() {
+        let g = Generations::default();
+        let f = Family::Group("Physics".into());
+        assert!(!g.all_synced(&[]), "the epoch is not synced yet");
+        g.observe(&Family::Epoch, 0);
+        assert!(g.all_synced(&[]));
+        assert!(!g.all_synced(std::slice::from_ref(&f)));
+        g.observe(&f, 2);
+        assert!(g.all_synced(std::slice::from_ref(&f)));
+        g.mark_unsynced();
+        assert!(!g.all_synced(&[]));
+    }
+
+    #[test]
+    fn key_is_kind_stamp_identity() {
+        let g = Generations::default();
+        g.bump_local(&Family::Epoch);
+        g.observe(&Family::Category("cs.CV".into()), 4);
+        let families = [Family::Category("cs.CV".into()), Family::Tag("cs.AI".into())];
+        assert_eq!(g.key("list", &families, "abc"), format!("list:{}:abc", g.stamp(&families)));
+        assert_eq!(g.key("list", &families, "abc"), "list:e1.c4.t0:abc");
+        assert_eq!(g.key("item", &[], "2506.1"), "item:e1:2506.1");
     }
 }

@@ -185,6 +185,20 @@ impl Cache {
         }
     }
 
+    /// The key of a `kind` page that depends on `families` (and the epoch), stamped
+    /// with their current generations; reads from Redis first those this node has
+    /// not synced yet. The check is one read lock when all are synced.
+    pub async fn stamped_key(&self, kind: &str, families: &[Family], identity: &str) -> String {
+        if self.inner.l2.is_some() && !self.inner.generations.all_synced(families) {
+            let mut all = Vec::with_capacity(families.len() + 1);
+            all.push(Family::Epoch);
+            all.extend_from_slice(families);
+            // boxed: the rare path keeps its Redis future out of every read's state
+            Box::pin(self.sync_generations(&all)).await;
+        }
+        self.inner.generations.key(kind, families, identity)
+    }
+
     /// Reads from Redis the generations of families this node has not synced yet.
     pub async fn sync_generations(&self, families: &[Family]) {
         let Some(l2) = &self.inner.l2 else { return };

@@ -4,7 +4,6 @@
 //! service; its [`ChangeSink`] (here, [`CacheSink`]) invalidates before the write
 //! returns.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
-use super::model::{ListQuery, Page};
+use super::model::{ListQuery, Page, Sort};
 use super::{ChangeSink, ExploreError, ExploreService, ItemChange};
 use crate::cache::format::CachedValue;
 use crate::cache::generations::Family;
@@ -70,12 +69,68 @@ fn digest(parts: &[&str]) -> String {
         hasher.update(part.as_bytes());
         hasher.update([0u8]);
     }
-    // one allocation for the 32 hex digits (this runs on every cached read, hit or miss)
+    hex_prefix(hasher)
+}
+
+/// The first 16 bytes of the hash as 32 lowercase hex digits, in one allocation
+/// (this runs on every cached read, hit or miss).
+fn hex_prefix(hasher: Sha256) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = String::with_capacity(32);
     for byte in hasher.finalize().iter().take(16) {
-        let _ = write!(hex, "{byte:02x}");
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
     }
     hex
+}
+
+/// The identity of a list query: SHA-256 over each field that is set, tagged
+/// and length-prefixed so no two different queries can feed the same bytes.
+fn list_identity(query: &ListQuery) -> String {
+    let mut hasher = Sha256::new();
+    let mut field = |tag: u8, value: &[u8]| {
+        hasher.update([tag]);
+        hasher.update(u64::try_from(value.len()).unwrap_or(u64::MAX).to_le_bytes());
+        hasher.update(value);
+    };
+    let ListQuery { category, tags, group, q, from, to, sort, limit, cursor } = query;
+    let instant = |at: &Option<chrono::DateTime<chrono::Utc>>| {
+        at.map(|at| {
+            let mut bytes = [0u8; 12];
+            bytes[..8].copy_from_slice(&at.timestamp().to_le_bytes());
+            bytes[8..].copy_from_slice(&at.timestamp_subsec_nanos().to_le_bytes());
+            bytes
+        })
+    };
+    if let Some(v) = category {
+        field(b'c', v.as_bytes());
+    }
+    for tag in tags {
+        field(b't', tag.as_bytes());
+    }
+    if let Some(v) = group {
+        field(b'g', v.as_bytes());
+    }
+    if let Some(v) = q {
+        field(b'q', v.as_bytes());
+    }
+    if let Some(v) = instant(from) {
+        field(b'f', &v);
+    }
+    if let Some(v) = instant(to) {
+        field(b'u', &v);
+    }
+    let sort: &[u8] = match sort {
+        Sort::New => b"new",
+        Sort::Trending => b"trending",
+        Sort::Relevance => b"relevance",
+    };
+    field(b's', sort);
+    field(b'l', &limit.to_le_bytes());
+    if let Some(v) = cursor {
+        field(b'k', v.as_bytes());
+    }
+    hex_prefix(hasher)
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<CachedValue, LoadError> {
@@ -132,8 +187,7 @@ impl CachedExplore {
         let Some(cache) = &self.cache else {
             return loader().await.map_err(|e| from_cache(CacheError::Load(e)));
         };
-        cache.sync_generations(&with_epoch(families)).await;
-        let key = format!("{kind}:{}:{identity}", cache.generations().stamp(families));
+        let key = cache.stamped_key(kind, families, identity).await;
         cache.get(key, ttl, loader).await.map_err(from_cache)
     }
 
@@ -161,7 +215,7 @@ impl CachedExplore {
     /// A list page as JSON.
     pub async fn list(&self, query: &ListQuery) -> Result<CachedValue, ReadError> {
         let families = list_families(query);
-        let identity = digest(&[&format!("{query:?}")]);
+        let identity = list_identity(query);
         let service = self.service.clone();
         let query = query.clone();
         let loader: Loader = Arc::new(move || {
@@ -213,14 +267,6 @@ impl CachedExplore {
     }
 }
 
-/// `families` plus the epoch every key embeds.
-fn with_epoch(families: &[Family]) -> Vec<Family> {
-    let mut all = Vec::with_capacity(families.len() + 1);
-    all.push(Family::Epoch);
-    all.extend_from_slice(families);
-    all
-}
-
 /// The families a list page depends on: its filters, or all lists when unfiltered.
 pub fn list_families(query: &ListQuery) -> Vec<Family> {
     let mut families = Vec::new();
@@ -256,8 +302,7 @@ impl ChangeSink for CacheSink {
             }
             families.sort();
             families.dedup();
-            cache.sync_generations(&[Family::Epoch]).await;
-            let item_key = format!("item:{}:{}", cache.generations().stamp(&[]), change.id);
+            let item_key = cache.stamped_key("item", &[], &change.id).await;
             cache.invalidate(&families, vec![item_key]).await;
         })
     }
@@ -277,6 +322,36 @@ mod tests {
         hasher.update(b"a\0b\0");
         let expected: String = hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
         assert_eq!(d, expected);
+    }
+
+    #[test]
+    fn list_identity_tells_every_field_apart() {
+        let base = ListQuery { limit: 20, ..Default::default() };
+        let at = chrono::DateTime::parse_from_rfc3339("2025-06-01T00:00:00Z").unwrap().to_utc();
+        let variants = [
+            base.clone(),
+            ListQuery { category: Some("cs.CV".into()), ..base.clone() },
+            ListQuery { group: Some("cs.CV".into()), ..base.clone() },
+            ListQuery { q: Some("cs.CV".into()), ..base.clone() },
+            ListQuery { cursor: Some("cs.CV".into()), ..base.clone() },
+            ListQuery { tags: vec!["cs.CV".into()], ..base.clone() },
+            ListQuery { tags: vec!["cs.CV".into(), "cs.AI".into()], ..base.clone() },
+            ListQuery { tags: vec!["cs.CVcs.AI".into()], ..base.clone() },
+            ListQuery { from: Some(at), ..base.clone() },
+            ListQuery { to: Some(at), ..base.clone() },
+            ListQuery { to: Some(at + chrono::Duration::nanoseconds(1)), ..base.clone() },
+            ListQuery { sort: Sort::Trending, ..base.clone() },
+            ListQuery { sort: Sort::Relevance, ..base.clone() },
+            ListQuery { limit: 21, ..base.clone() },
+        ];
+        let ids: Vec<String> = variants.iter().map(list_identity).collect();
+        for (i, a) in ids.iter().enumerate() {
+            assert_eq!(a.len(), 32);
+            for (j, b) in ids.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "queries {i} and {j} share an identity");
+            }
+        }
+        assert_eq!(list_identity(&variants[6]), list_identity(&variants[6].clone()), "stable");
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Explore (viewer+): `GET /api/v1/explore/items`, `/items/{id}`, `/categories`,
 //! `/trending`, `/search`.
 
+use std::borrow::Cow;
+
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Viewer;
+use super::extract::{IfNoneMatch, Viewer};
 use super::openapi::{DatabaseUnavailable, ErrorBody, Internal, Unauthenticated};
 use crate::actors::views::ViewMsg;
 use crate::cache::format::CachedValue;
@@ -18,17 +20,17 @@ use crate::explore::model::{
 };
 
 /// Parsed query-string pairs, refusing unknown or repeated (where not allowed) keys.
-struct Params {
-    pairs: Vec<(String, String)>,
+/// Pairs borrow from the query string unless they had to be decoded.
+struct Params<'a> {
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl Params {
-    fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
+impl<'a> Params<'a> {
+    fn parse(raw: Option<&'a str>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> =
+            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()).collect();
         for (key, _) in &pairs {
-            if !allowed.contains(&key.as_str()) {
+            if !allowed.contains(&key.as_ref()) {
                 return Err(bad(format!(
                     "unknown parameter '{key}'; expected one of: {}",
                     allowed.join(", ")
@@ -39,7 +41,7 @@ impl Params {
     }
 
     fn one(&self, key: &str) -> Result<Option<&str>, ApiError> {
-        let mut values = self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let mut values = self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_ref());
         let first = values.next();
         if values.next().is_some() {
             return Err(bad(format!("parameter '{key}' may be given once")));
@@ -48,7 +50,7 @@ impl Params {
     }
 
     fn all(&self, key: &str) -> Vec<String> {
-        self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+        self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone().into_owned()).collect()
     }
 
     fn limit(&self) -> Result<u32, ApiError> {
@@ -214,7 +216,7 @@ pub async fn item(
     State(state): State<AppState>,
     _caller: Viewer,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let cached = state.explore().item(&id).await?;
     if cached.not_found {
@@ -223,10 +225,7 @@ pub async fn item(
     state.runtime().views.cast(ViewMsg::Viewed(id));
     let version = cached.etag.unwrap_or_default();
     let tag = etag(version);
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| matches_any(v, version));
+    let fresh = if_none_match.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| matches_any(v, version));
     if fresh {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
     }

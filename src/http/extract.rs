@@ -81,3 +81,15 @@ impl<R: MinRole, S: Send + Sync> FromRequestParts<S> for Authorized<R> {
         Ok(Self { principal, _role: PhantomData })
     }
 }
+
+/// The request's `If-None-Match` header, if any (only that header is copied,
+/// where axum's `HeaderMap` extractor would clone them all).
+pub struct IfNoneMatch(pub Option<axum::http::HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(axum::http::header::IF_NONE_MATCH).cloned()))
+    }
+}

@@ -90,7 +90,8 @@ impl<M: Message> ActorSlot<M> {
         for _attempt in 0..2 {
             let actor = match self.get() {
                 Some(actor) if Some(actor.get_id()) != previous => Some(actor),
-                _ => self.next_incarnation(previous, deadline).await,
+                // boxed: only a restart takes this path; every ask's state stays small
+                _ => Box::pin(self.next_incarnation(previous, deadline)).await,
             };
             let Some(actor) = actor else {
                 return Err(AskError::Unavailable(self.name));
