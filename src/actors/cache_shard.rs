@@ -324,7 +324,9 @@ impl CacheShard {
         let task = tokio::spawn(async move {
             if let Some(l2) = l2.as_ref().filter(|_| !skip_l2_read) {
                 let started = Instant::now();
-                if let Ok(Some(value)) = l2.get(&task_key).await {
+                // boxed, like the Redis write below: the Redis futures are large, and a
+                // small task future is cheaper to spawn (the runtime moves it into place)
+                if let Ok(Some(value)) = Box::pin(l2.get(&task_key)).await {
                     counters.hits_l2.fetch_add(1, Ordering::Relaxed);
                     metrics::cache_lookup("l2", "hit");
                     metrics::cache_tier_latency("l2", started.elapsed());
@@ -354,7 +356,7 @@ impl CacheShard {
             if let (Some(l2), Some(value)) = (l2, to_store)
                 && !task_stale.load(Ordering::Acquire)
             {
-                let _ = l2.set(&task_key, &value, store_ttl, threshold).await;
+                let _ = Box::pin(l2.set(&task_key, &value, store_ttl, threshold)).await;
             }
         });
         let waiters = waiter.into_iter().collect();
