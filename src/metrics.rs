@@ -145,7 +145,7 @@ pub const CACHE_L1_BYTES: &str = "castwork_cache_l1_bytes";
 
 /// Counts a cache lookup.
 pub fn cache_lookup(tier: &'static str, outcome: &'static str) {
-    metrics::counter!(CACHE_LOOKUPS_TOTAL, "tier" => tier, "outcome" => outcome).increment(1);
+    cache_lookup_counter(tier, outcome).increment(1);
 }
 
 /// The handle of one lookup counter, for a hot path to keep and increment

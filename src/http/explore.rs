@@ -50,7 +50,7 @@ impl<'a> Params<'a> {
     }
 
     fn all(&self, key: &str) -> Vec<String> {
-        self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone().into_owned()).collect()
+        self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_ref().to_owned()).collect()
     }
 
     fn limit(&self) -> Result<u32, ApiError> {
