@@ -13,12 +13,14 @@
 //! |---|---|
 //! | `format.rs` | stored value format (header, lz4), TTL jitter, XFetch |
 //! | `redis.rs` | the L2 tier over fred, breaker-guarded; pub/sub |
+//! | `reader.rs` | the L2 reader: every shard's misses, batched into `MGET`s |
 //! | `generations.rs` | family generation counters, mirrored per node |
 //! | `handle.rs` | [`Cache`]: routing, asks with deadlines, fallbacks, invalidation |
 
 pub mod format;
 pub mod generations;
 pub mod handle;
+pub mod reader;
 pub mod redis;
 
 pub use handle::{Cache, CacheError, LoadError, Loader};

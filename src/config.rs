@@ -260,6 +260,8 @@ pub struct CacheRedisSettings {
     pub url: Secret,
     pub key_prefix: String,
     pub pool_size: usize,
+    /// `MGET`s the L2 reader keeps in flight at once (1 batches the most).
+    pub read_batches_in_flight: usize,
     pub timeout_ms: u64,
     pub breaker: BreakerSettings,
 }
@@ -486,6 +488,9 @@ impl Settings {
         }
         if cache.redis.pool_size == 0 {
             return bad("cache.redis.pool_size", "must be at least 1");
+        }
+        if cache.redis.read_batches_in_flight == 0 {
+            return bad("cache.redis.read_batches_in_flight", "must be at least 1");
         }
         if cache.redis.timeout_ms == 0 {
             return bad("cache.redis.timeout_ms", "must be at least 1");

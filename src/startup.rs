@@ -188,7 +188,7 @@ async fn build_cache(settings: &Settings) -> Result<Option<Cache>, StartupError>
         }
         Some(tier)
     };
-    Ok(Some(Cache::new(cs.shards, l2, settings.supervision.ask_timeout())))
+    Ok(Some(Cache::new(cs.shards, l2, cs.redis.read_batches_in_flight, settings.supervision.ask_timeout())))
 }
 
 /// The key that signs Explore cursors: `explore.cursor_secret`, else derived from

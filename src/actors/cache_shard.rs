@@ -2,10 +2,12 @@
 //! the key space (bounded by bytes, `quick_cache`'s unsync cache with a weigher)
 //! and coalesces concurrent misses for a key into one load (single flight).
 //!
-//! The mailbox never waits on I/O: an L2 lookup and, on a miss there, the loader
-//! run as a tracked task whose result comes back as [`ShardMsg::Filled`]; the
-//! task writes L2 after the waiters have their answer. A waiter whose deadline
-//! passes gets a timeout from its ask, while the load still fills the cache.
+//! The mailbox never waits on I/O: an L2 lookup goes to the node's
+//! [`L2Reader`], which batches the misses of every shard into `MGET`s and answers
+//! with [`ShardMsg::L2Read`]; on a miss there the loader runs as a tracked task
+//! whose result comes back as [`ShardMsg::Filled`], and the task writes L2 after
+//! the waiters have their answer. A waiter whose deadline passes gets a timeout
+//! from its ask, while the load still fills the cache.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::cache::format::{self, CachedValue};
 use crate::cache::handle::{LoadError, Loader};
+use crate::cache::reader::{L2Answer, L2Reader, Read};
 use crate::cache::redis::RedisTier;
 use crate::metrics;
 use crate::supervision::child::ChaosTarget;
@@ -38,6 +41,8 @@ pub enum ShardMsg {
     Get { key: String, ttl: Duration, loader: Loader, reply: RpcReplyPort<Lookup> },
     /// A load task finished.
     Filled { key: String, ticket: u64, result: Result<Loaded, LoadError> },
+    /// The L2 reader's answers for keys of this shard.
+    L2Read(Vec<L2Answer>),
     /// Drop these keys from L1 (and make in-flight loads of them not fill L1).
     Evict(Vec<String>),
     /// Drop everything from L1.
@@ -102,6 +107,8 @@ pub struct CacheShard {
 /// What a shard is started with.
 pub struct ShardArgs {
     pub l2: Option<RedisTier>,
+    /// Reads L2 for misses (present with `l2`).
+    pub reader: Option<L2Reader>,
     pub counters: Arc<ShardCounters>,
     pub stats: Arc<ActorStats>,
 }
@@ -140,7 +147,12 @@ struct InFlight {
     /// Evicted while loading: the waiters get their answer, but neither L1 nor L2 is
     /// filled with it (the task reads this before writing L2).
     stale: Arc<AtomicBool>,
-    task: JoinHandle<()>,
+    /// The TTL asked for (before jitter).
+    ttl: Duration,
+    /// Kept while L2 is being read: a miss there starts the loader with it.
+    loader: Option<Loader>,
+    /// The loader's task, once started.
+    task: Option<JoinHandle<()>>,
 }
 
 /// A shard's state.
@@ -152,11 +164,16 @@ pub struct ShardState {
     orphans: HashMap<u64, InFlight>,
     next_ticket: u64,
     l2: Option<RedisTier>,
+    reader: Option<L2Reader>,
     counters: Arc<ShardCounters>,
     stats: Arc<ActorStats>,
     rng: StdRng,
-    /// `cache_lookups_total{tier="l1",outcome="hit"}`, kept: every hit counts it.
+    /// `cache_lookups_total` for each tier and outcome a lookup can have, kept: every
+    /// lookup counts one.
     l1_hits: ::metrics::Counter,
+    l1_misses: ::metrics::Counter,
+    l2_hits: ::metrics::Counter,
+    l2_misses: ::metrics::Counter,
 }
 
 impl Actor for CacheShard {
@@ -186,10 +203,14 @@ impl Actor for CacheShard {
             orphans: HashMap::new(),
             next_ticket: 0,
             l2: args.l2,
+            reader: args.reader,
             counters: args.counters,
             stats: args.stats,
             rng: StdRng::from_os_rng(),
             l1_hits: metrics::cache_lookup_counter("l1", "hit"),
+            l1_misses: metrics::cache_lookup_counter("l1", "miss"),
+            l2_hits: metrics::cache_lookup_counter("l2", "hit"),
+            l2_misses: metrics::cache_lookup_counter("l2", "miss"),
         })
     }
 
@@ -203,6 +224,11 @@ impl Actor for CacheShard {
         match message {
             ShardMsg::Get { key, ttl, loader, reply } => self.get(&myself, state, key, ttl, loader, reply),
             ShardMsg::Filled { key, ticket, result } => self.filled(state, key, ticket, result),
+            ShardMsg::L2Read(answers) => {
+                for answer in answers {
+                    self.l2_answered(&myself, state, answer);
+                }
+            }
             ShardMsg::Evict(keys) => {
                 for key in keys {
                     state.l1.remove(&key);
@@ -239,7 +265,9 @@ impl Actor for CacheShard {
         for (_, flight) in
             state.in_flight.drain().chain(state.orphans.drain().map(|(_, f)| (String::new(), f)))
         {
-            flight.task.abort();
+            if let Some(task) = flight.task {
+                task.abort();
+            }
         }
         Ok(())
     }
@@ -292,7 +320,7 @@ impl CacheShard {
             return;
         }
         state.counters.misses.fetch_add(1, Ordering::Relaxed);
-        metrics::cache_lookup("l1", "miss");
+        state.l1_misses.increment(1);
         self.start_load(myself, state, key, ttl, loader, Some(reply), false);
     }
 
@@ -312,31 +340,47 @@ impl CacheShard {
     ) {
         state.next_ticket += 1;
         let ticket = state.next_ticket;
+        let stale = Arc::new(AtomicBool::new(false));
+        let waiters = waiter.into_iter().collect();
+        let mut flight = InFlight { ticket, waiters, stale, ttl, loader: None, task: None };
+        match state.reader.as_ref().filter(|_| !skip_l2_read) {
+            Some(reader) => {
+                flight.loader = Some(loader);
+                reader.read(Read::new(key.clone(), ticket, myself.clone()));
+            }
+            None => {
+                let task = self.spawn_loader(myself, state, &key, ticket, ttl, loader, &flight.stale);
+                flight.task = Some(task);
+            }
+        }
+        state.in_flight.insert(key, flight);
+    }
+
+    /// Runs `loader` as a tracked task: its result comes back as [`ShardMsg::Filled`],
+    /// then (unless `stale` by then) it is written to L2.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of a flight the task needs; a struct would only rename them"
+    )]
+    fn spawn_loader(
+        &self,
+        myself: &ActorRef<ShardMsg>,
+        state: &mut ShardState,
+        key: &str,
+        ticket: u64,
+        ttl: Duration,
+        loader: Loader,
+        stale: &Arc<AtomicBool>,
+    ) -> JoinHandle<()> {
         let l2 = state.l2.clone();
         let counters = state.counters.clone();
         let actor = myself.clone();
-        let task_key = key.clone();
+        let task_key = key.to_owned();
         let jittered = format::jittered_ttl(ttl, self.ttl_jitter, &mut state.rng);
         let negative_ttl = format::jittered_ttl(self.negative_ttl, self.ttl_jitter, &mut state.rng);
         let threshold = self.compress_threshold;
-        let stale = Arc::new(AtomicBool::new(false));
         let task_stale = stale.clone();
-        let task = tokio::spawn(async move {
-            if let Some(l2) = l2.as_ref().filter(|_| !skip_l2_read) {
-                let started = Instant::now();
-                // boxed, like the Redis write below: the Redis futures are large, and a
-                // small task future is cheaper to spawn (the runtime moves it into place)
-                if let Ok(Some(value)) = Box::pin(l2.get(&task_key)).await {
-                    counters.hits_l2.fetch_add(1, Ordering::Relaxed);
-                    metrics::cache_lookup("l2", "hit");
-                    metrics::cache_tier_latency("l2", started.elapsed());
-                    let ttl = if value.not_found { negative_ttl } else { jittered };
-                    let loaded = Loaded { value, ttl, delta: Duration::ZERO, from_l2: true };
-                    let _ = actor.cast(ShardMsg::Filled { key: task_key, ticket, result: Ok(loaded) });
-                    return;
-                }
-                metrics::cache_lookup("l2", "miss");
-            }
+        tokio::spawn(async move {
             counters.loads.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let result = loader().await;
@@ -356,11 +400,47 @@ impl CacheShard {
             if let (Some(l2), Some(value)) = (l2, to_store)
                 && !task_stale.load(Ordering::Acquire)
             {
+                // boxed: the Redis future is large, and a small task is cheaper to spawn
                 let _ = Box::pin(l2.set(&task_key, &value, store_ttl, threshold)).await;
             }
-        });
-        let waiters = waiter.into_iter().collect();
-        state.in_flight.insert(key, InFlight { ticket, waiters, stale, task });
+        })
+    }
+
+    /// The reader's answer for one key: a hit completes the flight; a miss, or no
+    /// answer from Redis, starts the loader.
+    fn l2_answered(&self, myself: &ActorRef<ShardMsg>, state: &mut ShardState, answer: L2Answer) {
+        let L2Answer { key, ticket, outcome } = answer;
+        let current = state.in_flight.get(&key).is_some_and(|f| f.ticket == ticket);
+        let flight = if current { state.in_flight.get_mut(&key) } else { state.orphans.get_mut(&ticket) };
+        // a flight already answered, or dropped with a stopped shard's state
+        let Some(flight) = flight else { return };
+        match outcome {
+            Ok(Some(value)) => {
+                state.counters.hits_l2.fetch_add(1, Ordering::Relaxed);
+                state.l2_hits.increment(1);
+                let base = if value.not_found { self.negative_ttl } else { flight.ttl };
+                let ttl = format::jittered_ttl(base, self.ttl_jitter, &mut state.rng);
+                let loaded = Loaded { value, ttl, delta: Duration::ZERO, from_l2: true };
+                self.filled(state, key, ticket, Ok(loaded));
+            }
+            outcome => {
+                if let Err(error) = outcome {
+                    tracing::debug!(%error, "no answer from L2; loading");
+                }
+                state.l2_misses.increment(1);
+                // the loader is taken once: a second answer for the ticket finds none
+                let (Some(loader), ttl, stale) = (flight.loader.take(), flight.ttl, flight.stale.clone())
+                else {
+                    return;
+                };
+                let task = self.spawn_loader(myself, state, &key, ticket, ttl, loader, &stale);
+                let flight =
+                    if current { state.in_flight.get_mut(&key) } else { state.orphans.get_mut(&ticket) };
+                if let Some(flight) = flight {
+                    flight.task = Some(task);
+                }
+            }
+        }
     }
 
     fn filled(&self, state: &mut ShardState, key: String, ticket: u64, result: Result<Loaded, LoadError>) {

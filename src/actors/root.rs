@@ -223,7 +223,12 @@ fn shard_child(cs: &crate::config::CacheSettings, cache: &Cache, index: usize) -
     let cache = cache.clone();
     let spec = ChildSpec::new(format!("cache-shard-{index}"), "cache-shard", move |ctx| {
         let shard = shard.clone();
-        let args = ShardArgs { l2: cache.l2().cloned(), counters: cache.counters(index), stats: ctx.stats };
+        let args = ShardArgs {
+            l2: cache.l2().cloned(),
+            reader: cache.reader().cloned(),
+            counters: cache.counters(index),
+            stats: ctx.stats,
+        };
         let slot = cache.slot(index).cloned();
         async move {
             let (actor, _handle) = Actor::spawn_linked(None, shard, args, ctx.supervisor).await?;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::format::CachedValue;
 use super::generations::{Family, Generations};
+use super::reader::L2Reader;
 use super::redis::RedisTier;
 use super::shard_of;
 use crate::actors::cache_shard::{ShardCounters, ShardMsg, ShardStats};
@@ -90,6 +91,7 @@ struct Inner {
     shards: Vec<ActorSlot<ShardMsg>>,
     counters: Vec<Arc<ShardCounters>>,
     l2: Option<RedisTier>,
+    reader: Option<L2Reader>,
     generations: Generations,
     ask_timeout: Duration,
     node: String,
@@ -105,11 +107,19 @@ pub struct Cache {
 
 impl Cache {
     /// A cache of `shards` shards (their actors are started by the cache supervisor).
-    pub fn new(shards: usize, l2: Option<RedisTier>, ask_timeout: Duration) -> Self {
+    /// With `l2`, it starts the [`L2Reader`] (at most `l2_reads_in_flight` batches
+    /// at once), so it must be called within a Tokio runtime.
+    pub fn new(
+        shards: usize,
+        l2: Option<RedisTier>,
+        l2_reads_in_flight: usize,
+        ask_timeout: Duration,
+    ) -> Self {
         let shards = shards.max(1);
         let inner = Inner {
             shards: (0..shards).map(|_| ActorSlot::new("cache-shard")).collect(),
             counters: (0..shards).map(|_| Arc::default()).collect(),
+            reader: l2.as_ref().map(|tier| L2Reader::start(tier.clone(), l2_reads_in_flight)),
             l2,
             generations: Generations::default(),
             ask_timeout,
@@ -137,6 +147,11 @@ impl Cache {
     /// The Redis tier, when configured.
     pub fn l2(&self) -> Option<&RedisTier> {
         self.inner.l2.as_ref()
+    }
+
+    /// The L2 reader the shards send their misses to, when L2 is configured.
+    pub fn reader(&self) -> Option<&L2Reader> {
+        self.inner.reader.as_ref()
     }
 
     /// This node's generation mirror.

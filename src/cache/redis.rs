@@ -245,6 +245,12 @@ impl RedisTier {
         &self.inner.breaker
     }
 
+    /// The limit on each call.
+    #[must_use]
+    pub fn command_timeout(&self) -> Duration {
+        self.inner.command_timeout
+    }
+
     /// Whether at least one pooled connection is up.
     #[must_use]
     pub fn is_connected(&self) -> bool {
@@ -302,6 +308,41 @@ impl RedisTier {
                 Ok(None)
             }
         }
+    }
+
+    /// Reads `keys` with one `MGET`, a value (or `None`) per key in order. A value
+    /// that does not decode is `None` and is deleted, as in [`get`](Self::get).
+    /// No keys: no call.
+    ///
+    /// # Errors
+    /// A [`CacheRedisError`] for the whole batch; never for missing or undecodable values.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<CachedValue>>, CacheRedisError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client();
+        let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
+        let raw = self.call("mget", client.mget::<Vec<Option<Bytes>>, _>(full), |_| "ok").await?;
+        let mut undecodable = Vec::new();
+        let values = raw
+            .into_iter()
+            .zip(keys)
+            .map(|(raw, key)| match raw.map(format::decode_bytes) {
+                Some(Ok(value)) => Some(value),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "deleting an undecodable cached value");
+                    undecodable.push(key.clone());
+                    None
+                }
+                None => None,
+            })
+            .collect();
+        if !undecodable.is_empty()
+            && let Err(error) = self.del(&undecodable).await
+        {
+            tracing::debug!(%error, "could not delete undecodable cached values");
+        }
+        Ok(values)
     }
 
     /// Stores `value` under `key` for `ttl` (at least 1 ms), compressing bodies of

@@ -24,9 +24,15 @@ fn bad_value_exits_non_zero_naming_the_key() {
 
 #[test]
 fn invalid_value_exits_non_zero_naming_the_key() {
-    let output = castwork().arg("config").env("CASTWORK_AUTH__ACCESS_TTL_SECS", "0").output().unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("auth.access_ttl_secs"));
+    for (var, key) in [
+        ("CASTWORK_AUTH__ACCESS_TTL_SECS", "auth.access_ttl_secs"),
+        ("CASTWORK_CACHE__REDIS__READ_BATCHES_IN_FLIGHT", "cache.redis.read_batches_in_flight"),
+    ] {
+        let output = castwork().arg("config").env(var, "0").output().unwrap();
+        assert!(!output.status.success(), "{var}=0 was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(key), "{key}: {stderr}");
+    }
 }
 
 #[test]

@@ -153,6 +153,30 @@ async fn undecodable_values_are_misses_and_get_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_reads_in_order_and_deletes_undecodable_values() {
+    with_tier(|tier, raw| async move {
+        let ttl = Duration::from_secs(30);
+        let plain = value(b"{\"id\":1}", Some(3), false);
+        let big = "{\"title\":\"the same catalogue line again\"}".repeat(100);
+        let compressed = value(big.as_bytes(), None, false);
+        tier.set("a", &plain, ttl, 1024).await.unwrap();
+        tier.set("b", &compressed, ttl, 1024).await.unwrap();
+        let _: () = raw
+            .set(tier.full_key("junk"), Bytes::from_static(b"junk"), Some(Expiration::EX(60)), None, false)
+            .await
+            .unwrap();
+        let keys = ["b", "missing", "junk", "a"].map(str::to_owned);
+        assert_eq!(tier.get_many(&keys).await, Ok(vec![Some(compressed), None, None, Some(plain.clone())]));
+        let exists: i64 = raw.exists(tier.full_key("junk")).await.unwrap();
+        assert_eq!(exists, 0, "the undecodable value was not deleted");
+        assert_eq!(tier.get_many(&keys[3..]).await, Ok(vec![Some(plain)]));
+        assert_eq!(tier.get_many(&keys[1..2]).await, Ok(vec![None]));
+        assert_eq!(tier.get_many(&[]).await, Ok(vec![]));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incr_and_mget_counters() {
     with_tier(|tier, _raw| async move {
         assert_eq!(tier.incr("gen:items").await, Ok(1));
