@@ -31,7 +31,7 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 pub use self::subscription::{RedisEvent, Subscription};
-use super::format::{self, CachedValue, FormatError};
+use super::format::{self, CachedValue};
 use crate::actors::health::Probe;
 use crate::metrics;
 use crate::supervision::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
@@ -280,34 +280,14 @@ impl RedisTier {
         format!("{}:{key}", self.inner.prefix)
     }
 
-    /// Reads `key`. A value that does not decode (corrupt, or written in another
-    /// format version) is a miss and is deleted.
+    /// Reads `key` (an `MGET` of one key, see [`get_many`](Self::get_many)). A value
+    /// that does not decode (corrupt, or written in another format version) is a
+    /// miss and is deleted.
     ///
     /// # Errors
     /// A [`CacheRedisError`]; never for a missing or undecodable value.
     pub async fn get(&self, key: &str) -> Result<Option<CachedValue>, CacheRedisError> {
-        let client = self.client();
-        let full = self.full_key(key);
-        let read = async {
-            let raw: Option<Bytes> = client.get(full).await?;
-            Ok(raw.map(format::decode_bytes))
-        };
-        let outcome = |v: &Option<Result<CachedValue, FormatError>>| match v {
-            Some(Ok(_)) => "ok",
-            _ => "miss",
-        };
-        match self.call("get", read, outcome).await? {
-            None => Ok(None),
-            Some(Ok(value)) => Ok(Some(value)),
-            Some(Err(error)) => {
-                tracing::warn!(%error, "deleting an undecodable cached value");
-                // A racing writer's fresh value may go too: that only costs a miss.
-                if let Err(error) = self.del(&[key.to_owned()]).await {
-                    tracing::debug!(%error, "could not delete an undecodable cached value");
-                }
-                Ok(None)
-            }
-        }
+        Ok(self.get_many(&[key.to_owned()]).await?.pop().flatten())
     }
 
     /// Reads `keys` with one `MGET`, a value (or `None`) per key in order. A value
@@ -322,7 +302,7 @@ impl RedisTier {
         }
         let client = self.client();
         let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
-        let raw = self.call("mget", client.mget::<Vec<Option<Bytes>>, _>(full), |_| "ok").await?;
+        let raw = self.call("mget", client.mget::<Vec<Option<Bytes>>, _>(full)).await?;
         let mut undecodable = Vec::new();
         let values = raw
             .into_iter()
@@ -362,7 +342,7 @@ impl RedisTier {
         let encoded = Bytes::from(format::encode(value, compress_threshold));
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
         let write = client.set::<(), _, _>(full, encoded, Some(Expiration::PX(ttl_ms)), None, false);
-        self.call("set", write, |()| "ok").await
+        self.call("set", write).await
     }
 
     /// Deletes `keys`, returning how many existed. No keys: no call.
@@ -375,7 +355,7 @@ impl RedisTier {
         }
         let client = self.client();
         let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
-        self.call("del", client.del::<u64, _>(full), |_| "ok").await
+        self.call("del", client.del::<u64, _>(full)).await
     }
 
     /// Increments the counter at `key` (created at 0), returning the new value.
@@ -384,7 +364,7 @@ impl RedisTier {
     /// A [`CacheRedisError`]; [`CacheRedisError::Other`] when `key` holds no integer.
     pub async fn incr(&self, key: &str) -> Result<i64, CacheRedisError> {
         let client = self.client();
-        self.call("incr", client.incr::<i64, _>(self.full_key(key)), |_| "ok").await
+        self.call("incr", client.incr::<i64, _>(self.full_key(key))).await
     }
 
     /// Reads integer counters, `None` for each missing key. No keys: no call.
@@ -398,7 +378,7 @@ impl RedisTier {
         let client = self.client();
         let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
         let read = client.mget::<Vec<Option<i64>>, _>(full);
-        self.call("mget", read, |_| "ok").await
+        self.call("mget", read).await
     }
 
     /// Publishes `payload` on the channel `{prefix}:{channel_suffix}`.
@@ -409,7 +389,7 @@ impl RedisTier {
         let client = self.inner.pool.next_connected().with_options(&self.inner.options);
         let channel = self.full_key(channel_suffix);
         let publish = client.publish::<i64, _, _>(channel, payload);
-        self.call("publish", async { publish.await.map(drop) }, |()| "ok").await
+        self.call("publish", async { publish.await.map(drop) }).await
     }
 
     /// `PING` through the breaker.
@@ -419,7 +399,7 @@ impl RedisTier {
     pub async fn ping(&self) -> Result<(), CacheRedisError> {
         let client = self.client();
         let ping = client.ping::<String>(None);
-        self.call("ping", async { ping.await.map(drop) }, |()| "ok").await
+        self.call("ping", async { ping.await.map(drop) }).await
     }
 
     /// `PING` with a plain `timeout`, bypassing the breaker (for health probes,
@@ -471,7 +451,6 @@ impl RedisTier {
         &self,
         op: &'static str,
         call: impl Future<Output = Result<T, FredError>>,
-        outcome_of: impl FnOnce(&T) -> &'static str,
     ) -> Result<T, CacheRedisError> {
         let Ok(permit) = self.inner.breaker.try_acquire() else {
             metrics::cache_redis_op(op, "rejected", None);
@@ -485,9 +464,9 @@ impl RedisTier {
         };
         let elapsed = started.elapsed();
         match &result {
-            Ok(value) => {
+            Ok(_) => {
                 permit.success(elapsed);
-                metrics::cache_redis_op(op, outcome_of(value), Some(elapsed));
+                metrics::cache_redis_op(op, "ok", Some(elapsed));
             }
             Err(error) => {
                 if error.is_availability_failure() {
