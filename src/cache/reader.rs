@@ -192,6 +192,7 @@ mod tests {
 
     use super::*;
     use crate::cache::redis::RedisSettings;
+    use crate::cache::redis::tests::Cutter;
     use crate::supervision::breaker::BreakerConfig;
 
     const DEADLINE: Duration = Duration::from_secs(10);
@@ -294,6 +295,38 @@ mod tests {
         let answers: Vec<L2Answer> = collect(&mut rx, 5).await.into_iter().flatten().collect();
         assert_eq!(answers.len(), 5);
         assert!(answers.iter().all(|a| a.outcome.is_err()), "a read was answered with a value");
+        shard.stop(None);
+    }
+
+    #[tokio::test]
+    async fn behind_a_stuck_redis_a_read_waits_at_most_one_batch_more() {
+        let proxy = Cutter::start().await;
+        let settings = RedisSettings {
+            url: proxy.url(),
+            key_prefix: format!("castwork-test-{}", uuid::Uuid::new_v4().simple()),
+            pool_size: 1,
+            command_timeout: Duration::from_millis(300),
+            // never opens here: every call made is counted in its window
+            breaker: BreakerConfig { window_size: 100, minimum_calls: 100, ..BreakerConfig::default() },
+        };
+        let tier = RedisTier::connect(settings).await.unwrap();
+        assert!(tier.wait_connected(DEADLINE).await, "the pool did not connect");
+        proxy.stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (shard, mut rx) = sink().await;
+        let reader = L2Reader::start(tier.clone(), 1);
+        reader.read(Read::new("first".to_owned(), 0, shard.clone()));
+        // let the first read go out alone; the rest queue behind it
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let queued = MAX_BATCH + 6;
+        for ticket in 1..=u64::try_from(queued).unwrap() {
+            reader.read(Read::new(format!("k{ticket}"), ticket, shard.clone()));
+        }
+        let answers: Vec<L2Answer> = collect(&mut rx, queued + 1).await.into_iter().flatten().collect();
+        proxy.stalled.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(answers.iter().all(|a| a.outcome == Err(CacheRedisError::Timeout)), "every read times out");
+        // the first read's MGET, then one of the 64 that waited behind it; the last 6
+        // had waited a whole command timeout by then, so they were answered unsent
+        assert_eq!(tier.breaker().snapshot().calls_in_window, 2);
         shard.stop(None);
     }
 

@@ -534,4 +534,4 @@ impl Probe for RedisProbe {
 
 mod subscription;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

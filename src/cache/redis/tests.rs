@@ -298,9 +298,9 @@ async fn bad_settings_are_rejected_and_the_url_never_printed() {
 
 /// A loopback proxy to Redis that can stall or cut every connection, and
 /// delay the connections it accepts from now on.
-struct Cutter {
+pub(crate) struct Cutter {
     addr: SocketAddr,
-    stalled: Arc<AtomicBool>,
+    pub(crate) stalled: Arc<AtomicBool>,
     delay_ms: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,
     connections: Arc<std::sync::Mutex<JoinSet<()>>>,
@@ -308,7 +308,7 @@ struct Cutter {
 }
 
 impl Cutter {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stalled = Arc::new(AtomicBool::new(false));
@@ -334,7 +334,7 @@ impl Cutter {
         Self { addr, stalled, delay_ms, cut, connections, accept }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
 
