@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::{ActorRef, Message, RpcReplyPort};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -100,11 +99,21 @@ impl<M: Message> ActorSlot<M> {
             if remaining.is_zero() {
                 return Err(AskError::Timeout(self.name));
             }
-            match actor.call(&build, Some(remaining)).await {
-                Ok(CallResult::Success(value)) => return Ok(value),
-                Ok(CallResult::Timeout) => return Err(AskError::Timeout(self.name)),
-                // the actor died with our message in its mailbox, or before we sent it
-                Ok(CallResult::SenderError) | Err(_) => previous = Some(actor.get_id()),
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if actor.send_message(build((tx, remaining).into())).is_err() {
+                // the actor died before we sent it
+                previous = Some(actor.get_id());
+                continue;
+            }
+            // The actor usually answers before this task would be polled again: one
+            // yield first lets the reply be waiting, so most asks never arm the timer
+            // (a deadline is registered with the runtime only when the reply is late).
+            tokio::task::yield_now().await;
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(value)) => return Ok(value),
+                Err(_) => return Err(AskError::Timeout(self.name)),
+                // the actor died with our message in its mailbox
+                Ok(Err(_)) => previous = Some(actor.get_id()),
             }
         }
         Err(AskError::Unavailable(self.name))
