@@ -151,7 +151,7 @@ async fn run(tier: &RedisTier, rx: &mut mpsc::UnboundedReceiver<Read>, max_in_fl
 
 /// One `MGET` for `batch`, each answer sent to its shard (one message per shard).
 async fn read_batch(tier: RedisTier, batch: Vec<Read>) {
-    let keys: Vec<String> = batch.iter().map(|r| r.key.clone()).collect();
+    let keys: Vec<&str> = batch.iter().map(|r| r.key.as_str()).collect();
     let started = Instant::now();
     let outcome = tier.get_many(&keys).await;
     let elapsed = started.elapsed();

@@ -287,7 +287,7 @@ impl RedisTier {
     /// # Errors
     /// A [`CacheRedisError`]; never for a missing or undecodable value.
     pub async fn get(&self, key: &str) -> Result<Option<CachedValue>, CacheRedisError> {
-        Ok(self.get_many(&[key.to_owned()]).await?.pop().flatten())
+        Ok(self.get_many(&[key]).await?.pop().flatten())
     }
 
     /// Reads `keys` with one `MGET`, a value (or `None`) per key in order. A value
@@ -296,12 +296,15 @@ impl RedisTier {
     ///
     /// # Errors
     /// A [`CacheRedisError`] for the whole batch; never for missing or undecodable values.
-    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<CachedValue>>, CacheRedisError> {
+    pub async fn get_many(
+        &self,
+        keys: &[impl AsRef<str>],
+    ) -> Result<Vec<Option<CachedValue>>, CacheRedisError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let client = self.client();
-        let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
+        let full: Vec<String> = keys.iter().map(|k| self.full_key(k.as_ref())).collect();
         let raw = self.call("mget", client.mget::<Vec<Option<Bytes>>, _>(full)).await?;
         let mut undecodable = Vec::new();
         let values = raw
@@ -311,7 +314,7 @@ impl RedisTier {
                 Some(Ok(value)) => Some(value),
                 Some(Err(error)) => {
                     tracing::warn!(%error, "deleting an undecodable cached value");
-                    undecodable.push(key.clone());
+                    undecodable.push(key.as_ref().to_owned());
                     None
                 }
                 None => None,

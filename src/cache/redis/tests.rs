@@ -171,7 +171,7 @@ async fn get_many_reads_in_order_and_deletes_undecodable_values() {
         assert_eq!(exists, 0, "the undecodable value was not deleted");
         assert_eq!(tier.get_many(&keys[3..]).await, Ok(vec![Some(plain)]));
         assert_eq!(tier.get_many(&keys[1..2]).await, Ok(vec![None]));
-        assert_eq!(tier.get_many(&[]).await, Ok(vec![]));
+        assert_eq!(tier.get_many(&[] as &[&str]).await, Ok(vec![]));
     })
     .await;
 }
