@@ -309,6 +309,10 @@ pub struct ExploreSettings {
     pub views_flush_ms: u64,
     /// Half-life of a view in the trending score.
     pub trend_half_life_hours: f64,
+    /// A view counts once per (user, item) within this many seconds; 0 counts every view.
+    pub view_dedup_window_secs: u64,
+    /// Most (user, item) pairs the ViewCounter remembers for that (about 40 bytes each).
+    pub view_dedup_max_entries: usize,
 }
 
 impl SupervisionSettings {
@@ -505,6 +509,9 @@ impl Settings {
         if !(half_life.is_finite() && half_life > 0.0) {
             return bad("explore.trend_half_life_hours", "must be a number greater than 0");
         }
+        if self.explore.view_dedup_max_entries < 2 {
+            return bad("explore.view_dedup_max_entries", "must be at least 2");
+        }
         Ok(())
     }
 
@@ -598,6 +605,11 @@ mod tests {
             Settings::from_figment(base().merge(Serialized::default("explore.trend_half_life_hours", 0.0)))
                 .unwrap_err();
         assert!(err.to_string().contains("explore.trend_half_life_hours"), "{err}");
+        assert_eq!((s.explore.view_dedup_window_secs, s.explore.view_dedup_max_entries), (1800, 500_000));
+        let err =
+            Settings::from_figment(base().merge(Serialized::default("explore.view_dedup_max_entries", 1)))
+                .unwrap_err();
+        assert!(err.to_string().contains("explore.view_dedup_max_entries"), "{err}");
     }
 
     #[test]

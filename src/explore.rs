@@ -11,6 +11,7 @@
 //! | `read.rs` | list, detail, categories, trending, search |
 //! | `write.rs` | create, replace, patch, delete |
 //! | `trend.rs` | the time-decayed view score |
+//! | `view_dedup.rs` | which views count: one per user and item per window |
 //! | `import.rs` | streaming JSON Lines import (plain or gzip) |
 
 pub mod cached;
@@ -20,6 +21,7 @@ pub mod model;
 pub mod read;
 pub mod trend;
 pub mod validate;
+pub mod view_dedup;
 pub mod warm;
 pub mod write;
 

@@ -100,8 +100,13 @@ pub fn chaos_action(actor: &str, action: &'static str) {
 
 /// Explore read queries that reached the database.
 pub const EXPLORE_DB_LOADS_TOTAL: &str = "castwork_explore_db_loads_total";
-/// Item detail views counted, before batching.
+/// Item detail views received by the ViewCounter, by outcome: `counted`, `duplicate` (the same
+/// user viewed the item within `explore.view_dedup_window_secs`), `dropped` (too many items pending).
 pub const EXPLORE_VIEWS_TOTAL: &str = "castwork_explore_views_total";
+/// (user, item) pairs the ViewCounter remembers to tell repeated views (refreshed every flush tick).
+pub const EXPLORE_VIEW_DEDUP_ENTRIES: &str = "castwork_explore_view_dedup_entries";
+/// Remembered (user, item) pairs forgotten before their window ended because the table was full.
+pub const EXPLORE_VIEW_DEDUP_EVICTIONS_TOTAL: &str = "castwork_explore_view_dedup_evictions_total";
 /// View batches flushed to the database, by outcome (`ok`, `error`).
 pub const EXPLORE_VIEW_FLUSHES_TOTAL: &str = "castwork_explore_view_flushes_total";
 /// Items imported, by outcome (`inserted`, `updated`, `unchanged`, `rejected`).
@@ -112,9 +117,22 @@ pub fn explore_db_load() {
     metrics::counter!(EXPLORE_DB_LOADS_TOTAL).increment(1);
 }
 
-/// Counts item detail views.
-pub fn explore_views(count: u64) {
-    metrics::counter!(EXPLORE_VIEWS_TOTAL).increment(count);
+/// The handle of the view counter for one outcome (`counted`, `duplicate`, `dropped`), for the
+/// ViewCounter to keep and increment without a registry lookup per view.
+pub fn explore_views_counter(outcome: &'static str) -> metrics::Counter {
+    metrics::counter!(EXPLORE_VIEWS_TOTAL, "outcome" => outcome)
+}
+
+/// Sets how many (user, item) pairs the ViewCounter remembers.
+pub fn explore_view_dedup_entries(entries: usize) {
+    metrics::gauge!(EXPLORE_VIEW_DEDUP_ENTRIES).set(entries as f64);
+}
+
+/// Counts remembered pairs forgotten early.
+pub fn explore_view_dedup_evictions(count: usize) {
+    if count > 0 {
+        metrics::counter!(EXPLORE_VIEW_DEDUP_EVICTIONS_TOTAL).increment(count as u64);
+    }
 }
 
 /// Counts one view flush.

@@ -158,8 +158,10 @@ fn health_child(settings: &Settings, probes: Vec<Arc<dyn Probe>>, slot: ActorSlo
 fn views_child(settings: &Settings, explore: ExploreService, slot: ActorSlot<ViewMsg>) -> ChildSpec {
     let flush_every = Duration::from_millis(settings.explore.views_flush_ms);
     let half_life = Duration::from_secs_f64(settings.explore.trend_half_life_hours * 3600.0);
+    let dedup_window = Duration::from_secs(settings.explore.view_dedup_window_secs);
+    let dedup_max_entries = settings.explore.view_dedup_max_entries;
     ChildSpec::new("views", "view-counter", move |ctx| {
-        let actor = ViewCounter { flush_every, half_life };
+        let actor = ViewCounter { flush_every, half_life, dedup_window, dedup_max_entries };
         let args = ViewArgs { service: explore.clone(), stats: ctx.stats };
         let slot = slot.clone();
         async move {

@@ -2,6 +2,10 @@
 //! database in batches (one transaction per flush), so a popular item costs one
 //! write per interval instead of one per request. Views are what trending ranks by.
 //!
+//! A view counts once per (user, item) per `explore.view_dedup_window_secs`
+//! ([`ViewDedup`]): repeating a request does not move trending. The pairs are
+//! remembered in this actor, per node, and forgotten when it restarts.
+//!
 //! A flush runs as a tracked task whose result comes back as a message; a failed
 //! flush puts its counts back, so a database outage loses nothing (up to a bound on
 //! distinct pending items). Graceful stop flushes what is pending; a kill loses at
@@ -15,6 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
 use crate::explore::ExploreService;
+use crate::explore::view_dedup::{ViewDedup, ViewOutcome};
 use crate::metrics;
 use crate::supervision::child::ChaosTarget;
 use crate::supervision::supervisor::chaos_panic;
@@ -25,8 +30,8 @@ pub const MAX_PENDING_ITEMS: usize = 100_000;
 
 /// Messages the ViewCounter handles.
 pub enum ViewMsg {
-    /// One detail view of an item.
-    Viewed(String),
+    /// One detail view of an item by a user.
+    Viewed { item: String, user: String },
     /// Time to flush.
     Flush,
     /// A flush finished; on failure its counts are merged back.
@@ -47,6 +52,10 @@ impl ChaosTarget for ViewMsg {
 pub struct ViewCounter {
     pub flush_every: Duration,
     pub half_life: Duration,
+    /// How long a user's view of an item keeps further ones from counting (zero: never).
+    pub dedup_window: Duration,
+    /// Most (user, item) pairs remembered for that.
+    pub dedup_max_entries: usize,
 }
 
 /// What the ViewCounter is started with.
@@ -60,6 +69,8 @@ pub struct ViewState {
     service: ExploreService,
     stats: Arc<ActorStats>,
     pending: HashMap<String, u64>,
+    dedup: ViewDedup,
+    outcomes: OutcomeCounters,
     flushing: Option<JoinHandle<()>>,
     ticker: Option<JoinHandle<()>>,
     dropped_warned: bool,
@@ -79,6 +90,8 @@ impl Actor for ViewCounter {
             service: args.service,
             stats: args.stats,
             pending: HashMap::new(),
+            dedup: ViewDedup::new(self.dedup_window, self.dedup_max_entries),
+            outcomes: OutcomeCounters::new(),
             flushing: None,
             ticker: None,
             dropped_warned: false,
@@ -102,11 +115,11 @@ impl Actor for ViewCounter {
     ) -> Result<(), ActorProcessingErr> {
         state.stats.handled();
         match message {
-            ViewMsg::Viewed(id) => {
-                metrics::explore_views(1);
-                add(state, id, 1);
+            ViewMsg::Viewed { item, user } => viewed(state, item, &user),
+            ViewMsg::Flush => {
+                metrics::explore_view_dedup_entries(state.dedup.len());
+                self.flush(&myself, state);
             }
-            ViewMsg::Flush => self.flush(&myself, state),
             ViewMsg::Flushed { batch, ok } => {
                 state.flushing = None;
                 metrics::explore_view_flush(if ok { "ok" } else { "error" });
@@ -140,15 +153,55 @@ impl Actor for ViewCounter {
     }
 }
 
-fn add(state: &mut ViewState, id: String, count: u64) {
-    if state.pending.len() >= MAX_PENDING_ITEMS && !state.pending.contains_key(&id) {
-        if !state.dropped_warned {
-            tracing::warn!(
-                limit = MAX_PENDING_ITEMS,
-                "too many distinct items pending a view flush; dropping views"
-            );
-            state.dropped_warned = true;
+/// The view counters by outcome, looked up once.
+struct OutcomeCounters {
+    counted: ::metrics::Counter,
+    duplicate: ::metrics::Counter,
+    dropped: ::metrics::Counter,
+}
+
+impl OutcomeCounters {
+    fn new() -> Self {
+        Self {
+            counted: metrics::explore_views_counter("counted"),
+            duplicate: metrics::explore_views_counter("duplicate"),
+            dropped: metrics::explore_views_counter("dropped"),
         }
+    }
+}
+
+/// One view: dropped when no more items can be held (before the pair is remembered,
+/// so that a later view may still count), else counted unless it repeats one.
+fn viewed(state: &mut ViewState, item: String, user: &str) {
+    if !has_room(state, &item) {
+        state.outcomes.dropped.increment(1);
+        return;
+    }
+    match state.dedup.check(user, &item) {
+        ViewOutcome::Duplicate => state.outcomes.duplicate.increment(1),
+        ViewOutcome::Counted => {
+            state.outcomes.counted.increment(1);
+            add(state, item, 1);
+        }
+    }
+}
+
+fn has_room(state: &mut ViewState, id: &str) -> bool {
+    if state.pending.len() < MAX_PENDING_ITEMS || state.pending.contains_key(id) {
+        return true;
+    }
+    if !state.dropped_warned {
+        tracing::warn!(
+            limit = MAX_PENDING_ITEMS,
+            "too many distinct items pending a view flush; dropping views"
+        );
+        state.dropped_warned = true;
+    }
+    false
+}
+
+fn add(state: &mut ViewState, id: String, count: u64) {
+    if !has_room(state, &id) {
         return;
     }
     *state.pending.entry(id).or_default() += count;

@@ -184,35 +184,102 @@ pub struct ItemInput {
     pub published_at: DateTime<Utc>,
 }
 
-/// A partial update (JSON merge patch semantics for the fields present).
+/// A partial update (JSON merge patch semantics): a field left out keeps its value, a
+/// value replaces it, and `null` clears `body` (to empty), `tags` (to none) or
+/// `source_url`. The other fields are required on every item, so `null` on them is
+/// refused per field (422). A patch that changes nothing writes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemPatch {
-    pub title: Option<String>,
-    pub body: Option<String>,
-    pub category: Option<String>,
-    #[schema(example = "cs.CV")]
-    pub category_code: Option<String>,
-    pub group: Option<String>,
-    pub tags: Option<Vec<String>>,
-    /// Left out: unchanged; `null`: cleared; a string: replaced. (In Rust, `Some(None)` clears it.)
-    #[serde(default, with = "double_option")]
+    /// Not blank; at most 500 characters. Not nullable.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[schema(value_type = String)]
+    pub title: Patch<String>,
+    /// At most 100 KiB; `null` empties it.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[schema(value_type = Option<String>)]
+    pub body: Patch<String>,
+    /// Not blank. Not nullable.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[schema(value_type = String, example = "Computer Vision and Pattern Recognition")]
+    pub category: Patch<String>,
+    /// Letters, digits, `.` and `-`, starting with a letter. Not nullable.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[schema(value_type = String, example = "cs.CV")]
+    pub category_code: Patch<String>,
+    /// Not blank. Not nullable.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[schema(value_type = String, example = "Computer Science")]
+    pub group: Patch<String>,
+    /// Replaces the whole list (at most 20 distinct category codes); `null` removes every tag.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["cs.CV", "cs.LG"]))]
+    pub tags: Patch<Vec<String>>,
+    /// An `http://` or `https://` URL of at most 2048 characters; `null` clears it.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
     #[schema(value_type = Option<String>, format = "uri")]
-    pub source_url: Option<Option<String>>,
-    pub published_at: Option<DateTime<Utc>>,
+    pub source_url: Patch<String>,
+    /// A date-time in the years 1900–2200. Not nullable.
+    #[serde(default, skip_serializing_if = "Patch::is_absent")]
+    #[schema(value_type = String, format = DateTime)]
+    pub published_at: Patch<DateTime<Utc>>,
+}
+
+/// One field of a partial update, telling a field left out from an explicit `null`
+/// (which `Option` alone cannot: serde reads both as `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Patch<T> {
+    /// Left out: the field keeps its value.
+    Absent,
+    /// `null`: the field is cleared, where it may be empty.
+    Null,
+    /// A new value.
+    Value(T),
+}
+
+impl<T> Default for Patch<T> {
+    fn default() -> Self {
+        Self::Absent
+    }
+}
+
+impl<T> Patch<T> {
+    /// Whether the field was left out.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Self::Absent)
+    }
+
+    /// Maps a present value, keeping `Absent` and `Null`.
+    pub fn map_value<U>(self, f: impl FnOnce(T) -> U) -> Patch<U> {
+        match self {
+            Self::Absent => Patch::Absent,
+            Self::Null => Patch::Null,
+            Self::Value(value) => Patch::Value(f(value)),
+        }
+    }
+}
+
+impl<T> From<T> for Patch<T> {
+    fn from(value: T) -> Self {
+        Self::Value(value)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
+    /// Reached only for a field that is present (a missing one is `#[serde(default)]`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Option::<T>::deserialize(d)?.map_or(Self::Null, Self::Value))
+    }
+}
+
+impl<T: Serialize> Serialize for Patch<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Value(value) => s.serialize_some(value),
+            Self::Absent | Self::Null => s.serialize_none(),
+        }
+    }
 }
 
 /// Per-field validation messages.
 pub type FieldErrors = BTreeMap<String, String>;
-
-mod double_option {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Option<Option<String>>, s: S) -> Result<S::Ok, S::Error> {
-        value.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-        Option::<String>::deserialize(d).map(Some)
-    }
-}

@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::model::{FieldErrors, ItemInput, ItemPatch};
+use super::model::{FieldErrors, ItemInput, ItemPatch, Patch};
 
 /// Longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 500;
@@ -101,19 +101,61 @@ pub fn validate_input(input: &ItemInput) -> Result<(), FieldErrors> {
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
-/// Applies a patch to a current item's fields, producing the full input to validate.
-pub fn apply_patch(current: ItemInput, patch: ItemPatch) -> ItemInput {
-    ItemInput {
+/// Applies a patch to an item's current fields and validates the result: the item the
+/// patch would write, or every problem at once (`null` on a required field included).
+pub fn merge_patch(current: ItemInput, patch: ItemPatch) -> Result<ItemInput, FieldErrors> {
+    let mut nulls = FieldErrors::new();
+    let merged = ItemInput {
         id: current.id,
-        title: patch.title.unwrap_or(current.title),
-        body: patch.body.unwrap_or(current.body),
-        category: patch.category.unwrap_or(current.category),
-        category_code: patch.category_code.unwrap_or(current.category_code),
-        group: patch.group.unwrap_or(current.group),
-        tags: patch.tags.unwrap_or(current.tags),
-        source_url: patch.source_url.unwrap_or(current.source_url),
-        published_at: patch.published_at.unwrap_or(current.published_at),
+        title: required(&mut nulls, "title", patch.title, current.title),
+        body: clearable(patch.body, current.body, String::new()),
+        category: required(&mut nulls, "category", patch.category, current.category),
+        category_code: required(&mut nulls, "category_code", patch.category_code, current.category_code),
+        group: required(&mut nulls, "group", patch.group, current.group),
+        tags: clearable(patch.tags, current.tags, Vec::new()),
+        source_url: clearable(patch.source_url.map_value(Some), current.source_url, None),
+        published_at: required(&mut nulls, "published_at", patch.published_at, current.published_at),
+    };
+    let mut errors = validate_input(&ItemInput { id: None, ..merged.clone() }).err().unwrap_or_default();
+    errors.extend(nulls);
+    if errors.is_empty() { Ok(merged) } else { Err(errors) }
+}
+
+/// A field every item has: `null` is reported (and the current value kept, so that
+/// the other fields can still be checked).
+fn required<T>(nulls: &mut FieldErrors, field: &str, patch: Patch<T>, current: T) -> T {
+    match patch {
+        Patch::Absent => current,
+        Patch::Value(value) => value,
+        Patch::Null => {
+            nulls.insert(field.to_owned(), "must not be null (leave it out to keep its value)".to_owned());
+            current
+        }
     }
+}
+
+/// A field that may be empty: `null` clears it.
+fn clearable<T>(patch: Patch<T>, current: T, cleared: T) -> T {
+    match patch {
+        Patch::Absent => current,
+        Patch::Null => cleared,
+        Patch::Value(value) => value,
+    }
+}
+
+/// Whether two inputs hold the same content (the id aside), so that writing one over
+/// the other would change nothing. Publication times are compared to the microsecond,
+/// the precision PostgreSQL stores.
+pub fn same_content(a: &ItemInput, b: &ItemInput) -> bool {
+    let micros = |t: &chrono::DateTime<chrono::Utc>| t.timestamp_micros();
+    a.title == b.title
+        && a.body == b.body
+        && a.category == b.category
+        && a.category_code == b.category_code
+        && a.group == b.group
+        && a.tags == b.tags
+        && a.source_url == b.source_url
+        && micros(&a.published_at) == micros(&b.published_at)
 }
 
 /// A stable hash of an item's content (not its id, views or version): equal
@@ -196,13 +238,60 @@ mod tests {
 
     #[test]
     fn patch_merges() {
-        let patched = apply_patch(
+        let patched = merge_patch(
             input(),
-            ItemPatch { title: Some("New".into()), source_url: Some(None), ..Default::default() },
-        );
+            ItemPatch { title: "New".to_owned().into(), source_url: Patch::Null, ..Default::default() },
+        )
+        .unwrap();
         assert_eq!(patched.title, "New");
         assert_eq!(patched.source_url, None);
         assert_eq!(patched.body, input().body);
+        let cleared =
+            merge_patch(input(), ItemPatch { body: Patch::Null, tags: Patch::Null, ..Default::default() })
+                .unwrap();
+        assert_eq!((cleared.body.as_str(), cleared.tags.len()), ("", 0));
+        assert_eq!(merge_patch(input(), ItemPatch::default()).unwrap(), input());
+    }
+
+    #[test]
+    fn null_on_a_required_field_is_reported_with_the_other_problems() {
+        let patch = ItemPatch {
+            title: Patch::Null,
+            category: Patch::Null,
+            category_code: Patch::Null,
+            group: Patch::Null,
+            published_at: Patch::Null,
+            tags: vec!["not a tag".to_owned()].into(),
+            ..Default::default()
+        };
+        let errors = merge_patch(input(), patch).unwrap_err();
+        for field in ["title", "category", "category_code", "group", "published_at"] {
+            assert!(errors[field].contains("null"), "{field}: {errors:?}");
+        }
+        assert!(errors["tags"].contains("not a valid tag"), "{errors:?}");
+    }
+
+    #[test]
+    fn patch_fields_tell_null_from_absent() {
+        let patch: ItemPatch = serde_json::from_str(r#"{"title": null, "body": "b"}"#).unwrap();
+        assert_eq!((patch.title, patch.body), (Patch::Null, Patch::Value("b".to_owned())));
+        assert_eq!(patch.tags, Patch::Absent);
+        let back = serde_json::to_value(ItemPatch { source_url: Patch::Null, ..Default::default() }).unwrap();
+        assert_eq!(back, serde_json::json!({ "source_url": null }));
+        assert!(serde_json::from_str::<ItemPatch>(r#"{"id": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn same_content_ignores_the_id_and_sub_microsecond_times() {
+        let mut other = input();
+        other.id = None;
+        other.published_at += chrono::Duration::nanoseconds(300);
+        assert!(same_content(&input(), &other));
+        other.tags.reverse();
+        assert!(!same_content(&input(), &other), "tag order is content");
+        let mut cleared = input();
+        cleared.source_url = None;
+        assert!(!same_content(&input(), &cleared));
     }
 
     #[test]

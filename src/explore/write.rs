@@ -14,7 +14,7 @@ use sea_orm::{
 
 use super::model::{Item, ItemInput, ItemPatch};
 use super::trend;
-use super::validate::{apply_patch, content_hash, validate_input};
+use super::validate::{content_hash, merge_patch, same_content, validate_input};
 use super::{ExploreError, ExploreService, Families, ItemChange};
 use crate::db::entities::{item, item_tag};
 use crate::outbox::{self, OutboxEvent};
@@ -157,13 +157,14 @@ impl ExploreService {
         patch: ItemPatch,
     ) -> Result<Item, ExploreError> {
         self.write(id, expected_version, move |old| {
-            let merged = apply_patch(input_of(old), patch);
-            validate_input(&ItemInput { id: None, ..merged.clone() }).map_err(ExploreError::Invalid)?;
-            Ok(merged)
+            merge_patch(input_of(old), patch).map_err(ExploreError::Invalid)
         })
         .await
     }
 
+    /// The common path of replace and patch. Content identical to the stored item is a
+    /// no-op: the current item comes back with its version, and nothing is written,
+    /// published or invalidated.
     async fn write(
         &self,
         id: &str,
@@ -176,7 +177,13 @@ impl ExploreService {
         if old.version != expected {
             return Err(ExploreError::VersionConflict { id: id.to_owned(), expected, current: old.version });
         }
-        let input = build(&item_from_model(old.clone()))?;
+        let before = item_from_model(old.clone());
+        let input = build(&before)?;
+        if same_content(&input, &input_of(&before)) {
+            tracing::debug!(version = old.version, "write changes nothing; version kept");
+            txn.rollback().await?;
+            return Ok(before);
+        }
         let version = old.version + 1;
         // conditional on the version: a concurrent writer that got here first makes this a no-op
         let updated = item::Entity::update_many()
@@ -208,7 +215,7 @@ impl ExploreService {
         let fresh = current(&txn, id).await?.ok_or_else(|| ExploreError::NotFound(id.to_owned()))?;
         txn.commit().await?;
         let item = item_from_model(fresh);
-        let before = Some(families_of(&item_from_model(old)));
+        let before = Some(families_of(&before));
         self.notify(ItemChange { id: id.to_owned(), before, after: Some(families_of(&item)) }).await;
         Ok(item)
     }

@@ -170,12 +170,12 @@ async fn from_fred(state: &AppState, bench: &Bench, kind: Kind, key: &str) -> Re
 
 async fn hashmap_item(
     State(state): State<AppState>,
-    _caller: Viewer,
+    caller: Viewer,
     Extension(bench): Extension<Arc<Bench>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let body = from_map(&state, &bench, Kind::Item, &id).await?;
-    state.runtime().views.cast(ViewMsg::Viewed(id));
+    state.runtime().views.cast(ViewMsg::Viewed { item: id, user: caller.principal.user_id });
     Ok(json_response(body))
 }
 
@@ -199,12 +199,12 @@ async fn hashmap_search(
 
 async fn fred_item(
     State(state): State<AppState>,
-    _caller: Viewer,
+    caller: Viewer,
     Extension(bench): Extension<Arc<Bench>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let body = from_fred(&state, &bench, Kind::Item, &id).await?;
-    state.runtime().views.cast(ViewMsg::Viewed(id));
+    state.runtime().views.cast(ViewMsg::Viewed { item: id, user: caller.principal.user_id });
     Ok(json_response(body))
 }
 

@@ -214,7 +214,7 @@ fn matches_any(header_value: &str, version: i64) -> bool {
 #[tracing::instrument(skip_all, fields(item = %id))]
 pub async fn item(
     State(state): State<AppState>,
-    _caller: Viewer,
+    caller: Viewer,
     Path(id): Path<String>,
     IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, ApiError> {
@@ -222,7 +222,7 @@ pub async fn item(
     if cached.not_found {
         return Err(ApiError::NotFound(format!("no item with id '{id}'")));
     }
-    state.runtime().views.cast(ViewMsg::Viewed(id));
+    state.runtime().views.cast(ViewMsg::Viewed { item: id, user: caller.principal.user_id });
     let version = cached.etag.unwrap_or_default();
     let tag = etag(version);
     let fresh = if_none_match.as_ref().and_then(|v| v.to_str().ok()).is_some_and(|v| matches_any(v, version));

@@ -1,6 +1,8 @@
 //! Item writes (editor+): `POST /api/v1/items`, `PUT`/`PATCH`/`DELETE /api/v1/items/{id}`.
 //! `PUT` and `PATCH` need `If-Match` with the version the client last saw (its
 //! `ETag`); a stale one is 409 with the current version. `DELETE` takes it optionally.
+//! A `PUT` or `PATCH` whose result equals the stored item changes nothing: 200 with
+//! the current item and the same `ETag`, no new version, no outbox event.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -112,7 +114,10 @@ pub async fn create(
     ),
     request_body = ItemInput,
     responses(
-        (status = 200, description = "Replaced.", body = Item, headers(("ETag" = String, description = "The new version as a strong entity tag, e.g. `\"4\"`."))),
+        (status = 200, description = "Replaced; or, when the content equals the stored item's, unchanged: \
+            the current item with its version (no new version, no outbox event).", body = Item,
+            headers(("ETag" = String, description = "The item's version as a strong entity tag, e.g. `\"4\"`: \
+                the new one, or the current one when nothing changed."))),
         (status = 400, response = BadIfMatchOrJson),
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),
@@ -158,9 +163,14 @@ pub async fn replace(
             example = "\"3\""),
     ),
     request_body(content = ItemPatch, description = "The fields to change; those left out keep their value. \
-        The merged item must be valid."),
+        `null` clears `body`, `tags` and `source_url`; on any other field it is refused (422, named in \
+        `fields`). The merged item must be valid."),
     responses(
-        (status = 200, description = "Updated.", body = Item, headers(("ETag" = String, description = "The new version as a strong entity tag, e.g. `\"4\"`."))),
+        (status = 200, description = "Updated; or, when the patch changes nothing (`{}`, or only the stored \
+            values), unchanged: the current item with its version (no new version, no outbox event).",
+            body = Item,
+            headers(("ETag" = String, description = "The item's version as a strong entity tag, e.g. `\"4\"`: \
+                the new one, or the current one when nothing changed."))),
         (status = 400, response = BadIfMatchOrJson),
         (status = 401, response = Unauthenticated),
         (status = 403, response = Forbidden),

@@ -318,7 +318,8 @@ reusable_responses! {
     /// 422 for an invalid item.
     InvalidItem => error_response(
         "The item is invalid: `fields` has a message per bad field (`validation_failed`); or the JSON has the \
-         wrong shape (`validation_failed`, `fields` empty). On `PUT`, an `id` in the body must match the path.",
+         wrong shape (`validation_failed`, `fields` empty). On `PUT`, an `id` in the body must match the path; on \
+         `PATCH`, `null` on a field other than `body`, `tags` or `source_url` is named in `fields`.",
     )
     .build();
     /// 428 for a write without `If-Match`.

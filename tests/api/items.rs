@@ -180,3 +180,83 @@ async fn write_validation_is_422_per_field() {
     assert_eq!(response.status(), 422);
     assert_eq!(app.count_rows("outbox", "aggregate_id", "x1").await, 0);
 }
+
+async fn send_patch(app: &TestApp, token: &str, id: &str, if_match: &str, body: &Value) -> reqwest::Response {
+    let request = app.client.patch(app.url(&path(id))).bearer_auth(token).header("if-match", if_match);
+    request.json(body).send().await.unwrap()
+}
+
+async fn writes_that_change_nothing_are_no_ops(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let editor = app.user_token("noop-editor", "editor").await;
+    let id = "noop-1";
+    let response =
+        app.client.post(app.url("/api/v1/items")).bearer_auth(&editor).json(&item(id)).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(outbox(&app, id).await, 1);
+
+    // an empty patch, a patch with the stored values, a replace with the stored content:
+    // 200 with the current item, the same version and ETag, no event
+    let same = json!({ "title": created["title"], "tags": created["tags"], "published_at": created["published_at"] });
+    for body in [json!({}), same] {
+        let response = send_patch(&app, &editor, id, "\"1\"", &body).await;
+        assert_eq!(response.status(), 200, "{body}");
+        assert_eq!(response.headers()["etag"], "\"1\"", "{body}");
+        let got: Value = response.json().await.unwrap();
+        assert_eq!(got, created, "{body}");
+    }
+    let response = app
+        .client
+        .put(app.url(&path(id)))
+        .bearer_auth(&editor)
+        .header("if-match", "*")
+        .json(&item(id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((response.status().as_u16(), response.headers()["etag"].to_str().unwrap()), (200, "\"1\""));
+    assert_eq!(outbox(&app, id).await, 1, "no event for a write that changes nothing");
+
+    // If-Match still applies to a patch that would change nothing
+    let response = send_patch(&app, &editor, id, "\"7\"", &json!({})).await;
+    assert_eq!(response.status(), 409);
+
+    // null on a required field is refused and named; nothing is written
+    let response = send_patch(
+        &app,
+        &editor,
+        id,
+        "\"1\"",
+        &json!({ "title": null, "published_at": null, "group": null }),
+    )
+    .await;
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    for field in ["title", "published_at", "group"] {
+        assert!(
+            body["error"]["fields"][field].as_str().is_some_and(|m| m.contains("null")),
+            "{field}: {body}"
+        );
+    }
+    assert_eq!(outbox(&app, id).await, 1);
+
+    // null clears the fields that may be empty, as a real change: a new version and an event
+    let response =
+        send_patch(&app, &editor, id, "\"1\"", &json!({ "body": null, "tags": null, "source_url": null }))
+            .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["etag"], "\"2\"");
+    let cleared: Value = response.json().await.unwrap();
+    assert_eq!(
+        (&cleared["body"], &cleared["tags"], &cleared["source_url"]),
+        (&json!(""), &json!([]), &Value::Null)
+    );
+    assert_eq!(outbox(&app, id).await, 2);
+    let response = send_patch(&app, &editor, id, "\"2\"", &json!({ "body": null, "source_url": null })).await;
+    assert_eq!((response.status().as_u16(), response.headers()["etag"].to_str().unwrap()), (200, "\"2\""));
+    let response = send_patch(&app, &editor, id, "\"2\"", &json!({ "title": "Changed" })).await;
+    assert_eq!((response.status().as_u16(), response.headers()["etag"].to_str().unwrap()), (200, "\"3\""));
+    assert_eq!(outbox(&app, id).await, 3);
+}
+both!(writes_that_change_nothing_are_no_ops);
