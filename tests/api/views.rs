@@ -9,7 +9,7 @@ use crate::both;
 use crate::helpers::{Backend, TestApp, encode, poll_until, spawn_app_with};
 
 /// The stored view count of an item (what trending ranks by).
-async fn stored_views(app: &TestApp, id: &str) -> i64 {
+pub async fn stored_views(app: &TestApp, id: &str) -> i64 {
     let db = Database::connect(&app.database_url).await.unwrap();
     let backend = db.get_database_backend();
     let placeholder = if backend == sea_orm::DbBackend::Postgres { "$1" } else { "?" };
