@@ -196,3 +196,24 @@ async fn item_id_parameters_say_how_to_encode_a_slash() {
     let tag = list.iter().find(|p| p["name"] == "tag").expect("tag");
     assert_eq!(tag["explode"], true, "tag is repeatable: {tag}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_patch_body_says_which_fields_may_be_null() {
+    let doc = document().await;
+    let schema = &doc["components"]["schemas"]["ItemPatch"];
+    assert!(schema.get("required").is_none(), "every field may be left out: {schema}");
+    let properties = schema["properties"].as_object().expect("properties");
+    let may_be_null = |field: &str| {
+        let types = &properties[field]["type"];
+        types.as_array().is_some_and(|t| t.iter().any(|t| t == "null"))
+    };
+    for field in ["body", "tags", "source_url"] {
+        assert!(may_be_null(field), "{field} may be null (cleared): {schema}");
+    }
+    for field in ["title", "category", "category_code", "group", "published_at"] {
+        assert!(!may_be_null(field), "{field} may not be null: {schema}");
+        assert!(properties[field]["type"] == "string", "{field}: {schema}");
+    }
+    assert_eq!(properties["published_at"]["format"], "date-time");
+    assert_eq!(properties.len(), 8, "{schema}");
+}
