@@ -227,20 +227,15 @@ pub struct ItemPatch {
 
 /// One field of a partial update, telling a field left out from an explicit `null`
 /// (which `Option` alone cannot: serde reads both as `None`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Patch<T> {
     /// Left out: the field keeps its value.
+    #[default]
     Absent,
     /// `null`: the field is cleared, where it may be empty.
     Null,
     /// A new value.
     Value(T),
-}
-
-impl<T> Default for Patch<T> {
-    fn default() -> Self {
-        Self::Absent
-    }
 }
 
 impl<T> Patch<T> {
