@@ -70,7 +70,8 @@ pub struct Item {
     #[schema(required = true, format = "uri", example = "https://arxiv.org/abs/2506.20941")]
     pub source_url: Option<String>,
     pub published_at: DateTime<Utc>,
-    /// Detail views counted so far (flushed in batches, so slightly behind).
+    /// Detail views counted so far, one per user within `explore.view_dedup_window_secs`
+    /// (flushed in batches, so slightly behind).
     pub views: i64,
     /// Incremented by every write; the `ETag`.
     pub version: i64,

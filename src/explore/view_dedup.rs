@@ -75,8 +75,10 @@ impl ViewDedup {
             return ViewOutcome::Duplicate;
         }
         if self.current.len() >= self.max_generation {
-            // full: forget the older generation now rather than grow
-            metrics::explore_view_dedup_evictions(self.previous.len());
+            // full: forget the older generation now rather than grow (once per
+            // `max_entries / 2` counted views, so the count below is amortised)
+            let unexpired = self.previous.values().filter(|&&counted| at.saturating_sub(counted) < window);
+            metrics::explore_view_dedup_evictions(unexpired.count());
             self.rotate(now);
         }
         self.current.insert(key, at);
