@@ -395,7 +395,10 @@ impl Settings {
             return bad("server.idle_timeout_secs", "must be at least 1");
         }
         if self.server.max_connections > 1_000_000 {
-            return bad("server.max_connections", "must be 0 (derived from the open-file limit) or at most 1000000");
+            return bad(
+                "server.max_connections",
+                "must be 0 (derived from the open-file limit) or at most 1000000",
+            );
         }
         if !(256..=crate::server::HYPER_MAX_URI_BYTES).contains(&self.server.max_uri_bytes) {
             return bad("server.max_uri_bytes", "must be between 256 and 65534");

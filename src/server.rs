@@ -95,7 +95,12 @@ impl ServeLimits {
 /// accepting, lets every connection finish its request in flight and returns
 /// once all are closed (the caller bounds that with the grace period; dropping
 /// this future closes what is left).
-pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ServeLimits,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut http = http1::Builder::new();
     http.keep_alive(true)
         .max_buf_size(limits.max_buf_size.max(8192))
@@ -134,7 +139,8 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, s
         };
         metrics::http_connection_accepted();
         let conn = registry.register();
-        let task = connection(stream, peer, conn, router.clone(), http.clone(), limits.timeouts, shutdown.clone());
+        let task =
+            connection(stream, peer, conn, router.clone(), http.clone(), limits.timeouts, shutdown.clone());
         connections.spawn(async move {
             task.await;
             drop(slot);

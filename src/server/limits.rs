@@ -44,12 +44,28 @@ pub fn raise_file_limit() -> FileLimit {
     if before.current.is_some_and(|soft| soft < target) {
         let raised = Rlimit { current: Some(target), maximum: before.maximum };
         if let Err(err) = setrlimit(Resource::Nofile, raised) {
-            tracing::warn!(error = %err, soft = ?before.current, hard = ?before.maximum, "could not raise the open-file limit");
+            tracing::warn!(
+                error = %err,
+                soft = %shown(before.current),
+                hard = %shown(before.maximum),
+                "could not raise the open-file limit"
+            );
         }
     }
     let now = file_limit();
-    tracing::info!(soft_before = ?before.current, soft = ?now.soft, hard = ?now.hard, "open-file limit");
+    tracing::info!(
+        soft_before = %shown(before.current),
+        soft = %shown(now.soft),
+        hard = %shown(now.hard),
+        "open-file limit"
+    );
     now
+}
+
+/// A limit for the logs: the number, or `unlimited`.
+#[cfg(unix)]
+fn shown(limit: Option<u64>) -> String {
+    limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
 }
 
 /// Raises the soft open-file limit (nothing to do off Unix).

@@ -121,7 +121,8 @@ async fn silent_and_slow_header_connections_are_closed_after_the_header_timeout(
     let address = socket_address(&app);
     let attackers = open_attackers(&address, 20, 20).await;
     assert_live_within_a_second(&address).await;
-    let closed = poll_until(Duration::from_secs(10), || async { (still_open(&attackers) == 0).then_some(()) }).await;
+    let closed =
+        poll_until(Duration::from_secs(10), || async { (still_open(&attackers) == 0).then_some(()) }).await;
     assert!(closed.is_some(), "{} of 40 still open after the header timeout", still_open(&attackers));
 }
 
@@ -133,7 +134,8 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     })
     .await;
     // keep-alive: the server closes it only once the idle timeout has passed
-    let answer = raw_exchange(&socket_address(&app), b"GET /health/live HTTP/1.1\r\nHost: castwork\r\n\r\n").await;
+    let answer =
+        raw_exchange(&socket_address(&app), b"GET /health/live HTTP/1.1\r\nHost: castwork\r\n\r\n").await;
     assert_eq!(answer.status, 200, "{}", answer.head);
 }
 
@@ -196,8 +198,10 @@ async fn large_or_many_headers_get_a_json_431() {
 async fn requests_hyper_refuses_get_its_bare_status() {
     let app = spawn_app().await;
     let address = socket_address(&app);
-    for request in [&b"GET /a\0b HTTP/1.1\r\nHost: castwork\r\n\r\n"[..], b"GET /a\xffb HTTP/1.1\r\nHost: castwork\r\n\r\n"]
-    {
+    for request in [
+        &b"GET /a\0b HTTP/1.1\r\nHost: castwork\r\n\r\n"[..],
+        b"GET /a\xffb HTTP/1.1\r\nHost: castwork\r\n\r\n",
+    ] {
         assert_eq!(raw_exchange(&address, request).await.status, 400);
     }
     let over_hyper = get(&address, &format!("/?q={}", "a".repeat(70_000)), "").await;
