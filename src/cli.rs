@@ -69,6 +69,7 @@ impl Cli {
     pub async fn run(self, settings: Settings) -> anyhow::Result<()> {
         match self.command.unwrap_or(Command::Serve) {
             Command::Serve => {
+                crate::server::limits::raise_file_limit();
                 let app = Application::build(settings).await.context("failed to start castwork")?;
                 app.run_until_stopped().await.context("castwork stopped with an error")
             }

@@ -149,6 +149,19 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
+    /// A connection must deliver a whole request head this long after it opens, or after
+    /// the first byte of its next request.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Cap on open connections; 0: derived from the open-file limit.
+    pub max_connections: usize,
+    /// Longest request target (path and query) answered; longer: 414.
+    pub max_uri_bytes: usize,
+    /// Largest total of request header lines (name, value and 4 bytes each); larger: 431.
+    pub max_header_bytes: usize,
+    /// Most request header lines; more: 431.
+    pub max_headers: usize,
 }
 
 /// `[database]`.
@@ -379,6 +392,27 @@ impl Settings {
         if self.server.request_timeout_secs == 0 {
             return bad("server.request_timeout_secs", "must be at least 1");
         }
+        if self.server.header_read_timeout_secs == 0 {
+            return bad("server.header_read_timeout_secs", "must be at least 1");
+        }
+        if self.server.idle_timeout_secs == 0 {
+            return bad("server.idle_timeout_secs", "must be at least 1");
+        }
+        if self.server.max_connections > 1_000_000 {
+            return bad(
+                "server.max_connections",
+                "must be 0 (derived from the open-file limit) or at most 1000000",
+            );
+        }
+        if !(256..=crate::server::HYPER_MAX_URI_BYTES).contains(&self.server.max_uri_bytes) {
+            return bad("server.max_uri_bytes", "must be between 256 and 65534");
+        }
+        if !(1024..=1024 * 1024).contains(&self.server.max_header_bytes) {
+            return bad("server.max_header_bytes", "must be between 1024 and 1048576");
+        }
+        if !(8..=1000).contains(&self.server.max_headers) {
+            return bad("server.max_headers", "must be between 8 and 1000");
+        }
         let url = self.database.url.expose();
         let known_scheme = ["sqlite:", "postgres://", "postgresql://"].iter().any(|s| url.starts_with(s));
         if !url.is_empty() && !known_scheme {
@@ -561,6 +595,24 @@ mod tests {
         assert_eq!(s.server.port, 8080);
         assert_eq!(s.server.host, "127.0.0.1");
         assert!(s.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn edge_limits_are_validated() {
+        let s = Settings::from_figment(base()).unwrap();
+        assert_eq!(s.server.header_read_timeout_secs, 10);
+        assert_eq!(s.server.max_connections, 0);
+        for (key, value) in [
+            ("server.header_read_timeout_secs", 0),
+            ("server.idle_timeout_secs", 0),
+            ("server.max_connections", 2_000_000),
+            ("server.max_uri_bytes", 70_000),
+            ("server.max_header_bytes", 100),
+            ("server.max_headers", 0),
+        ] {
+            let err = Settings::from_figment(base().merge(Serialized::default(key, value))).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod auth;
 #[cfg(feature = "bench-routes")]
 pub mod bench;
 pub mod cache;
+pub mod edge;
 pub mod error;
 pub mod explore;
 pub mod extract;
@@ -165,4 +166,7 @@ pub fn router(state: AppState) -> Router {
             .layer(axum::middleware::from_fn(middleware::json_errors))
             .layer(DefaultBodyLimit::max(settings.server.body_limit_bytes)),
     )
+    // outermost: limits answered before anything is logged, and a bad incoming
+    // request id dropped before it is logged or echoed
+    .layer(edge::EdgeLayer::new(edge::EdgeLimits::from_settings(&settings.server), REQUEST_ID))
 }

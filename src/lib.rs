@@ -14,6 +14,7 @@
 //! | [`cache`] | the sharded Explore cache: routing, L2 over Redis, generations, value format |
 //! | [`outbox`] | the transactional outbox written with every item change |
 //! | [`http`] | the axum router, one file per API area, the error model |
+//! | [`server`] | the HTTP/1 accept loop: connection cap, header-read and idle timeouts, open-file limit |
 //! | [`startup`] | [`startup::Application`]: build a node, run it, shut it down gracefully |
 //! | [`cli`] | the `castwork` command line |
 //!
@@ -31,6 +32,7 @@ pub mod explore;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+pub mod server;
 pub mod startup;
 pub mod supervision;
 pub mod telemetry;

@@ -216,3 +216,52 @@ pub fn cache_redis_op(op: &'static str, outcome: &'static str, elapsed: Option<D
         metrics::histogram!(CACHE_REDIS_DURATION_SECONDS, "op" => op).record(elapsed.as_secs_f64());
     }
 }
+
+/// Client connections open now.
+pub const HTTP_CONNECTIONS_OPEN: &str = "castwork_http_connections_open";
+/// Client connections accepted.
+pub const HTTP_CONNECTIONS_ACCEPTED_TOTAL: &str = "castwork_http_connections_accepted_total";
+/// Connections castwork closed before the client did, by reason (`header_timeout`,
+/// `idle_timeout`, `evicted`: closed at the connection cap to admit a newer one).
+pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "castwork_http_connections_closed_total";
+/// Failed accepts, by kind (`fd_limit`: EMFILE/ENFILE, `peer`: reset before accept, `other`).
+pub const HTTP_ACCEPT_ERRORS_TOTAL: &str = "castwork_http_accept_errors_total";
+/// Requests refused at the edge before routing, by reason (`uri_too_long`, `headers_too_large`).
+pub const HTTP_REQUESTS_REFUSED_TOTAL: &str = "castwork_http_requests_refused_total";
+/// Incoming `X-Request-Id`s replaced by a generated one (too long, or not visible ASCII).
+pub const HTTP_REQUEST_IDS_REPLACED_TOTAL: &str = "castwork_http_request_ids_replaced_total";
+
+/// Counts an accepted connection.
+pub fn http_connection_accepted() {
+    metrics::counter!(HTTP_CONNECTIONS_ACCEPTED_TOTAL).increment(1);
+}
+
+/// Raises the open-connections gauge.
+pub fn http_connection_opened() {
+    metrics::gauge!(HTTP_CONNECTIONS_OPEN).increment(1.0);
+}
+
+/// Lowers the open-connections gauge.
+pub fn http_connection_ended() {
+    metrics::gauge!(HTTP_CONNECTIONS_OPEN).decrement(1.0);
+}
+
+/// Counts a connection castwork closed, by reason.
+pub fn http_connection_closed(reason: &'static str) {
+    metrics::counter!(HTTP_CONNECTIONS_CLOSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts a failed accept, by kind.
+pub fn http_accept_error(kind: &'static str) {
+    metrics::counter!(HTTP_ACCEPT_ERRORS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// Counts a request refused before routing, by reason.
+pub fn http_request_refused(reason: &'static str) {
+    metrics::counter!(HTTP_REQUESTS_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts a replaced request id.
+pub fn http_request_id_replaced() {
+    metrics::counter!(HTTP_REQUEST_IDS_REPLACED_TOTAL).increment(1);
+}

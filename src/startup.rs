@@ -3,7 +3,6 @@
 //! children-first.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::db::{self, DbError};
 use crate::explore::cached::{CacheSink, CachedExplore, Ttls};
 use crate::explore::{ExploreService, import, warm};
 use crate::http::{self, AppState};
+use crate::server::{self, ServeLimits};
 use crate::telemetry;
 
 /// Why a node could not start or stopped abnormally.
@@ -32,8 +32,6 @@ pub enum StartupError {
     Actors(#[from] SpawnErr),
     #[error("failed to bind {address}: {source}")]
     Bind { address: String, source: std::io::Error },
-    #[error("server error: {0}")]
-    Serve(std::io::Error),
     #[error("failed to set up the cache: {0}")]
     Cache(String),
 }
@@ -136,31 +134,40 @@ impl Application {
     ) -> Result<(), StartupError> {
         let Self { listener, port, state, runtime } = self;
         let grace = Duration::from_secs(state.settings().server.shutdown_grace_secs);
-        let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
+        let limits = ServeLimits::from_settings(state.settings());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut fired_rx = stop_rx.clone();
         let notify_state = state.clone();
         let signal = async move {
             signal.await;
             tracing::info!("shutdown requested; draining in-flight requests");
             notify_state.begin_shutdown();
-            let _ = fired_tx.send(true);
+            let _ = stop_tx.send(true);
         };
-        let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        tracing::info!(port, "castwork listening");
-        let serve = axum::serve(listener, app).with_graceful_shutdown(signal);
+        let app = http::router(state);
+        tracing::info!(
+            port,
+            max_connections = limits.max_connections,
+            header_read_timeout_secs = limits.timeouts.header_read.as_secs(),
+            idle_timeout_secs = limits.timeouts.idle.as_secs(),
+            "castwork listening"
+        );
+        let serving = async move {
+            tokio::join!(signal, server::serve(listener, app, limits, stop_rx));
+        };
         let grace_expired = async move {
             let _ = fired_rx.wait_for(|fired| *fired).await;
             tokio::time::sleep(grace).await;
         };
-        let result = tokio::select! {
-            result = serve.into_future() => result.map_err(StartupError::Serve),
+        tokio::select! {
+            _ = serving => {}
             () = grace_expired => {
                 tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period; closing them");
-                Ok(())
             }
-        };
+        }
         runtime.shutdown(grace).await;
         tracing::info!("castwork stopped");
-        result
+        Ok(())
     }
 }
 

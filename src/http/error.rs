@@ -42,6 +42,12 @@ pub enum ApiError {
     /// The body is larger than `server.body_limit_bytes` (413).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request target is longer than `server.max_uri_bytes` (414).
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request headers are past `server.max_header_bytes` or `server.max_headers` (431).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// The body is not JSON (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -90,6 +96,8 @@ impl ApiError {
             Self::Conflict(_) | Self::VersionConflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -110,6 +118,8 @@ impl ApiError {
             Self::VersionConflict { .. } => "version_conflict",
             Self::PreconditionRequired(_) => "precondition_required",
             Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::UriTooLong(_) => "uri_too_long",
+            Self::HeadersTooLarge(_) => "headers_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
             Self::TooManyRequests { .. } => "rate_limited",
