@@ -16,9 +16,9 @@
 //! Buckets are kept as the instant at which they will be full again (GCRA): taking a unit
 //! pushes it one interval later, refunding pulls it one interval back, and a bucket whose
 //! instant has passed is full and forgotten. Memory stays bounded: every [`HOUSEKEEPING_EVERY`]
-//! reservations, or when a map has doubled since the last pass (and holds more than
-//! [`HOUSEKEEPING_ABOVE`] keys), full buckets are dropped; usernames are keyed on at most
-//! [`MAX_KEY_CHARS`] characters.
+//! reservations full buckets are dropped, so a map holds the keys charged within the time an
+//! empty bucket takes to fill (30 s with the defaults) plus at most that many; usernames are
+//! keyed on at most [`MAX_KEY_CHARS`] characters.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -29,8 +29,6 @@ use std::time::{Duration, Instant};
 
 /// Reservations between two housekeeping passes.
 pub const HOUSEKEEPING_EVERY: u64 = 256;
-/// A map larger than this is swept as soon as it has doubled since the last pass.
-pub const HOUSEKEEPING_ABOVE: usize = 4096;
 /// Usernames are keyed on at most this many characters (valid usernames are no longer), so a
 /// huge username in a request cannot make a huge key.
 pub const MAX_KEY_CHARS: usize = 64;
@@ -97,8 +95,6 @@ struct Buckets {
     /// When each client's bucket is full again.
     clients: HashMap<IpAddr, Instant>,
     reservations: u64,
-    /// Sweep early once a map is larger than this.
-    sweep_above: usize,
 }
 
 /// Counts login attempts per username and per client address and refuses the noisy ones.
@@ -146,7 +142,7 @@ impl LoginLimiter {
     /// (both at least 1; configuration validation refuses 0).
     pub fn new(burst: u32, per_minute: u32) -> Self {
         Self {
-            buckets: Mutex::new(Buckets { sweep_above: HOUSEKEEPING_ABOVE, ..Buckets::default() }),
+            buckets: Mutex::new(Buckets::default()),
             username_quota: Quota::new(burst, per_minute),
             // one address may be many people (an office, a NAT): it gets a larger allowance
             client_quota: Quota::new(
@@ -197,9 +193,7 @@ impl LoginLimiter {
         buckets.usernames.insert(username.clone(), user_full_at);
         buckets.clients.insert(client, client_full_at);
         buckets.reservations += 1;
-        let due = buckets.reservations.is_multiple_of(HOUSEKEEPING_EVERY)
-            || buckets.usernames.len().max(buckets.clients.len()) > buckets.sweep_above;
-        if due {
+        if buckets.reservations.is_multiple_of(HOUSEKEEPING_EVERY) {
             housekeeping(&mut buckets, now);
         }
         Ok(Reservation { limiter: self, username, client })
@@ -233,14 +227,12 @@ where
     }
 }
 
-/// Drops full buckets and sets when the next early pass is due.
+/// Drops full buckets.
 fn housekeeping(buckets: &mut Buckets, now: Instant) {
     buckets.usernames.retain(|_, full_at| *full_at > now);
     buckets.clients.retain(|_, full_at| *full_at > now);
     buckets.usernames.shrink_to_fit();
     buckets.clients.shrink_to_fit();
-    let largest = buckets.usernames.len().max(buckets.clients.len());
-    buckets.sweep_above = largest.saturating_mul(2).max(HOUSEKEEPING_ABOVE);
     tracing::debug!(
         usernames = buckets.usernames.len(),
         clients = buckets.clients.len(),

@@ -159,15 +159,16 @@ fn housekeeping_forgets_full_buckets() {
 }
 
 #[test]
-fn a_growing_map_is_swept_without_waiting_for_the_count() {
+fn housekeeping_runs_every_so_many_reservations() {
     let limiter = LoginLimiter::new(1, 6000);
     let start = Instant::now();
     let later = start + Duration::from_secs(1);
-    for n in 0..HOUSEKEEPING_ABOVE {
-        let client = IpAddr::V4(Ipv4Addr::from(u32::try_from(n).unwrap()));
-        drop(limiter.reserve_at(&format!("user{n}"), client, start).unwrap());
+    let first = u32::try_from(HOUSEKEEPING_EVERY - 1).unwrap();
+    for n in 0..first {
+        drop(limiter.reserve_at(&format!("user{n}"), IpAddr::V4(Ipv4Addr::from(n)), start).unwrap());
     }
-    // one more reservation once they have all refilled triggers the sweep
+    assert_eq!(limiter.report().usernames, 255);
+    // the next reservation, once they have all refilled, sweeps them
     drop(limiter.reserve_at("late", ip(1), later).unwrap());
     let report = limiter.report();
     assert_eq!((report.usernames, report.clients), (1, 1), "{report:?}");
