@@ -178,7 +178,9 @@ impl ServerSettings {
                     .parse::<ipnet::IpNet>()
                     .map(|net| net.trunc())
                     .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("'{entry}' is not an IP address or CIDR network (e.g. 10.0.0.0/8, ::1)"))
+                    .map_err(|_| {
+                        format!("'{entry}' is not an IP address or CIDR network (e.g. 10.0.0.0/8, ::1)")
+                    })
             })
             .collect()
     }
@@ -656,10 +658,15 @@ mod tests {
         let s = Settings::from_figment(base()).unwrap();
         assert!(s.server.trusted_proxies.is_empty());
         assert_eq!(s.server.client_ip_header, ClientIpHeader::XForwardedFor);
-        assert_eq!((s.auth.hashing_concurrency, s.auth.hashing_wait_ms, s.auth.password_min_score), (0, 2000, 3));
+        assert_eq!(
+            (s.auth.hashing_concurrency, s.auth.hashing_wait_ms, s.auth.password_min_score),
+            (0, 2000, 3)
+        );
         let proxies = vec!["10.0.0.0/8", " 192.168.1.7 ", "fd00::/8", "10.1.2.3/16"];
-        let s = Settings::from_figment(base().merge(Serialized::default("server.trusted_proxies", proxies))).unwrap();
-        let nets: Vec<String> = s.server.trusted_proxy_networks().unwrap().iter().map(ToString::to_string).collect();
+        let s = Settings::from_figment(base().merge(Serialized::default("server.trusted_proxies", proxies)))
+            .unwrap();
+        let nets: Vec<String> =
+            s.server.trusted_proxy_networks().unwrap().iter().map(ToString::to_string).collect();
         assert_eq!(nets, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "10.1.0.0/16"]);
         for (key, value) in [
             ("server.trusted_proxies", figment::value::Value::from(vec!["10.0.0.0/33"])),

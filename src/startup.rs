@@ -66,12 +66,12 @@ impl Application {
         }
         let auth = AuthService::new(db.clone(), Arc::new(keys), &settings.auth);
         if !settings.bootstrap_admin_password.is_empty() {
-            auth.ensure_bootstrap_admin(settings.bootstrap_admin_password.expose()).await.map_err(
-                |err| match err {
+            auth.ensure_bootstrap_admin(settings.bootstrap_admin_password.expose()).await.map_err(|err| {
+                match err {
                     AuthError::Policy(rule) => StartupError::BootstrapPassword(rule),
                     other => StartupError::Auth(other),
-                },
-            )?;
+                }
+            })?;
         }
         // the first login of an unknown user should cost what any other login costs
         let _ = tokio::task::spawn_blocking(crate::auth::password::warm_up).await;

@@ -27,9 +27,7 @@ pub const MAX_SCORE: u8 = 4;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
     /// Wrong length or characters.
-    #[error(
-        "username must be {USERNAME_MIN} to {USERNAME_MAX} characters of A-Z, a-z, 0-9, '_', '.' or '-'"
-    )]
+    #[error("username must be {USERNAME_MIN} to {USERNAME_MAX} characters of A-Z, a-z, 0-9, '_', '.' or '-'")]
     Username,
     /// Too short or too long.
     #[error("password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")]
@@ -134,7 +132,10 @@ mod tests {
     #[test]
     fn the_username_counts_against_the_password() {
         assert!(check_password("tangerinepolka77", "someone", 3).is_ok());
-        assert!(matches!(check_password("tangerinepolka77", "tangerinepolka", 3), Err(PolicyError::TooWeak { .. })));
+        assert!(matches!(
+            check_password("tangerinepolka77", "tangerinepolka", 3),
+            Err(PolicyError::TooWeak { .. })
+        ));
     }
 
     #[test]

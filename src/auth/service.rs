@@ -119,7 +119,8 @@ impl AuthService {
             .and_then(TimeDelta::try_seconds)
             .unwrap_or(TimeDelta::MAX);
         let limiter = Arc::new(LoginLimiter::new(settings.login_burst, settings.login_per_minute));
-        let hashing = Hashing::new(settings.hashing_concurrency, Duration::from_millis(settings.hashing_wait_ms));
+        let hashing =
+            Hashing::new(settings.hashing_concurrency, Duration::from_millis(settings.hashing_wait_ms));
         Self {
             db,
             keys,
@@ -381,7 +382,8 @@ impl AuthService {
 
     /// Applies the password rules on the blocking pool (the strength estimate takes milliseconds).
     async fn check_password(&self, password: &str, username: &str) -> Result<(), AuthError> {
-        let (password, username, min_score) = (password.to_owned(), username.to_owned(), self.password_min_score);
+        let (password, username, min_score) =
+            (password.to_owned(), username.to_owned(), self.password_min_score);
         tokio::task::spawn_blocking(move || policy::check_password(&password, &username, min_score))
             .await
             .map_err(|_| AuthError::Hashing)??;

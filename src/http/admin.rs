@@ -12,8 +12,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson, ApiQuery};
 use super::openapi::{
-    CreatedUser, ErrorBody, Forbidden, Internal, InvalidBody, MalformedJson,
-    PayloadTooLarge, Unauthenticated, UnsupportedMediaType,
+    CreatedUser, ErrorBody, Forbidden, Internal, InvalidBody, MalformedJson, PayloadTooLarge,
+    Unauthenticated, UnsupportedMediaType,
 };
 use crate::auth::{AuthReport, Role};
 use crate::supervision::supervisor::{ChaosAction, ChaosError};

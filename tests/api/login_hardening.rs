@@ -60,8 +60,10 @@ async fn concurrent_wrong_logins_verify_at_most_the_burst(backend: Backend) {
     }
 
     let after = auth_report(&app, &admin).await;
-    let verified = counter(&after, "/hashing/verified_mismatch") - counter(&before, "/hashing/verified_mismatch");
-    let refused = counter(&after, "/limiter/refused_username") - counter(&before, "/limiter/refused_username");
+    let verified =
+        counter(&after, "/hashing/verified_mismatch") - counter(&before, "/hashing/verified_mismatch");
+    let refused =
+        counter(&after, "/limiter/refused_username") - counter(&before, "/limiter/refused_username");
     assert_eq!(verified, 5, "at most the burst is verified; statuses {statuses:?}");
     assert_eq!(statuses.get(&401), Some(&5), "{statuses:?}");
     assert_eq!(statuses.get(&429), Some(&195), "every other attempt is refused: {statuses:?}");

@@ -122,7 +122,10 @@ async fn refuses_weak_passwords_and_control_characters_everywhere() {
         ("carol12345", "too easy to guess"),
     ] {
         let created = svc.create_user("carol", password, Role::Viewer).await;
-        assert!(matches!(&created, Err(AuthError::Policy(e)) if e.to_string().contains(expected)), "{created:?}");
+        assert!(
+            matches!(&created, Err(AuthError::Policy(e)) if e.to_string().contains(expected)),
+            "{created:?}"
+        );
         let changed = svc.set_password("alice", password).await;
         assert!(matches!(&changed, Err(AuthError::Policy(_))), "{changed:?}");
         let fresh = setup().await;
@@ -160,7 +163,10 @@ async fn attempts_turned_away_as_busy_are_given_back() {
     assert_eq!(svc.report().hashing.busy, 10);
     // the whole burst is still there
     for _ in 0..3 {
-        assert!(matches!(svc.login("alice", "wrong password", client()).await, Err(AuthError::BadCredentials)));
+        assert!(matches!(
+            svc.login("alice", "wrong password", client()).await,
+            Err(AuthError::BadCredentials)
+        ));
     }
     assert!(matches!(svc.login("alice", PASSWORD, client()).await, Err(AuthError::RateLimited { .. })));
 }
@@ -170,7 +176,10 @@ async fn successful_logins_give_their_unit_back() {
     let (test, _) = with_alice().await;
     let svc = &test.service;
     for _ in 0..2 {
-        assert!(matches!(svc.login("alice", "wrong password", client()).await, Err(AuthError::BadCredentials)));
+        assert!(matches!(
+            svc.login("alice", "wrong password", client()).await,
+            Err(AuthError::BadCredentials)
+        ));
     }
     for _ in 0..5 {
         svc.login("alice", PASSWORD, client()).await.unwrap();
