@@ -94,7 +94,11 @@ pub fn check_password(password: &str, username: &str, min_score: u8) -> Result<(
     if score >= min_score {
         return Ok(());
     }
-    let hint = estimate.feedback().and_then(|f| f.warning()).map(|w| format!(": {w}")).unwrap_or_default();
+    let hint = estimate
+        .feedback()
+        .and_then(|f| f.warning())
+        .map(|w| format!(": {}", w.to_string().trim_end_matches('.').to_lowercase()))
+        .unwrap_or_default();
     Err(PolicyError::TooWeak { score, required: min_score, hint })
 }
 
@@ -142,7 +146,10 @@ mod tests {
     fn the_message_says_what_to_do() {
         let err = check_password("12345678", "alice", 3).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("strength 0 of 4, at least 3 required"), "{text}");
+        assert!(
+            text.contains("strength 0 of 4, at least 3 required): this is a top-10 common password; use"),
+            "{text}"
+        );
         assert!(text.contains("passphrase"), "{text}");
     }
 
