@@ -1,10 +1,14 @@
 //! Authentication and authorisation.
 //!
 //! - [`password`]: argon2id hashing, plus a dummy verification for unknown users.
+//! - [`hashing`]: runs that work on the blocking pool under one semaphore per node.
+//! - [`policy`]: what usernames and passwords must be (length, characters, zxcvbn strength).
 //! - [`jwt`]: short-lived access tokens ([`Claims`]), signed with the one algorithm the
 //!   configuration pins (HS256, EdDSA or RS256).
 //! - [`role`]: `viewer < editor < admin`.
-//! - [`limiter`]: slows down failed logins per username and per client address.
+//! - [`limiter`]: slows down failed logins per username and per client address, charging each
+//!   attempt before its password is checked.
+//! - [`report`]: this node's login and hashing counters, for the admin endpoint.
 //! - [`service`]: [`AuthService`]: login, refresh-token rotation with reuse detection,
 //!   logout, user management.
 //! - [`verified`]: remembers tokens that verified, so a repeated token skips the signature check.
@@ -12,15 +16,20 @@
 //! Refresh tokens are opaque random values; only their SHA-256 is stored. Each login starts a
 //! token family; using a refresh token a second time revokes the whole family.
 
+pub mod hashing;
 pub mod jwt;
 pub mod limiter;
 pub mod password;
+pub mod policy;
+pub mod report;
 pub mod role;
 pub mod service;
 pub mod verified;
 
 pub use jwt::{Claims, JwtKeys};
 pub use limiter::LoginLimiter;
+pub use policy::PolicyError;
+pub use report::AuthReport;
 pub use role::Role;
 pub use service::{AuthService, Principal, TokenPair};
 
@@ -64,6 +73,15 @@ pub enum AuthError {
     /// A bad username, password or role; the message says what is expected.
     #[error("{0}")]
     InvalidInput(String),
+    /// A new username or password breaks a rule; the message names it.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Every password-hashing permit stayed taken past `auth.hashing_wait_ms`.
+    #[error("the server is busy checking passwords; retry later")]
+    Busy {
+        /// How long to wait before trying again.
+        retry_after: std::time::Duration,
+    },
     /// The signing keys could not be loaded or used.
     #[error("key configuration: {0}")]
     KeyConfig(String),

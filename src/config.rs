@@ -162,6 +162,41 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// Most request header lines; more: 431.
     pub max_headers: usize,
+    /// Peers (CIDRs or single addresses) whose forwarding header names the client.
+    pub trusted_proxies: Vec<String>,
+    /// The header a trusted proxy names the client in.
+    pub client_ip_header: ClientIpHeader,
+}
+
+/// The header trusted proxies name the client in (`server.client_ip_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
+impl ServerSettings {
+    /// `server.trusted_proxies` as networks; a single address is its own /32 or /128.
+    /// The error names the entry that is neither.
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                let entry = entry.trim();
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .map(|net| net.trunc())
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("'{entry}' is not an IP address or CIDR network (e.g. 10.0.0.0/8, ::1)")
+                    })
+            })
+            .collect()
+    }
 }
 
 /// `[database]`.
@@ -196,6 +231,12 @@ pub struct AuthSettings {
     pub refresh_ttl_secs: u64,
     pub login_burst: u32,
     pub login_per_minute: u32,
+    /// Password hashes and verifications running at once; 0: one per core.
+    pub hashing_concurrency: usize,
+    /// How long a request waits for a hashing permit before 503 `busy`.
+    pub hashing_wait_ms: u64,
+    /// Least zxcvbn score (0–4) a new password needs; 0 checks only length and characters.
+    pub password_min_score: u8,
 }
 
 /// `[chaos]`.
@@ -413,6 +454,9 @@ impl Settings {
         if !(8..=1000).contains(&self.server.max_headers) {
             return bad("server.max_headers", "must be between 8 and 1000");
         }
+        if let Err(reason) = self.server.trusted_proxy_networks() {
+            return bad("server.trusted_proxies", reason);
+        }
         let url = self.database.url.expose();
         let known_scheme = ["sqlite:", "postgres://", "postgresql://"].iter().any(|s| url.starts_with(s));
         if !url.is_empty() && !known_scheme {
@@ -442,6 +486,15 @@ impl Settings {
         }
         if auth.login_per_minute == 0 {
             return bad("auth.login_per_minute", "must be at least 1");
+        }
+        if auth.hashing_concurrency > 1024 {
+            return bad("auth.hashing_concurrency", "must be between 0 (one per core) and 1024");
+        }
+        if auth.hashing_wait_ms >= self.server.request_timeout_secs.saturating_mul(1000) {
+            return bad("auth.hashing_wait_ms", "must be less than server.request_timeout_secs");
+        }
+        if auth.password_min_score > crate::auth::policy::MAX_SCORE {
+            return bad("auth.password_min_score", "must be between 0 and 4 (zxcvbn's scale)");
         }
         match auth.algorithm {
             JwtAlgorithm::HS256 => {
@@ -662,6 +715,34 @@ mod tests {
             Settings::from_figment(base().merge(Serialized::default("explore.view_dedup_max_entries", 1)))
                 .unwrap_err();
         assert!(err.to_string().contains("explore.view_dedup_max_entries"), "{err}");
+    }
+
+    #[test]
+    fn login_hardening_keys_are_validated() {
+        let s = Settings::from_figment(base()).unwrap();
+        assert!(s.server.trusted_proxies.is_empty());
+        assert_eq!(s.server.client_ip_header, ClientIpHeader::XForwardedFor);
+        assert_eq!(
+            (s.auth.hashing_concurrency, s.auth.hashing_wait_ms, s.auth.password_min_score),
+            (0, 2000, 3)
+        );
+        let proxies = vec!["10.0.0.0/8", " 192.168.1.7 ", "fd00::/8", "10.1.2.3/16"];
+        let s = Settings::from_figment(base().merge(Serialized::default("server.trusted_proxies", proxies)))
+            .unwrap();
+        let nets: Vec<String> =
+            s.server.trusted_proxy_networks().unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "10.1.0.0/16"]);
+        for (key, value) in [
+            ("server.trusted_proxies", figment::value::Value::from(vec!["10.0.0.0/33"])),
+            ("server.trusted_proxies", figment::value::Value::from(vec!["proxy.internal"])),
+            ("server.client_ip_header", figment::value::Value::from("x-real-ip")),
+            ("auth.password_min_score", figment::value::Value::from(5)),
+            ("auth.hashing_concurrency", figment::value::Value::from(100_000)),
+            ("auth.hashing_wait_ms", figment::value::Value::from(30_000)),
+        ] {
+            let err = Settings::from_figment(base().merge(Serialized::default(key, value))).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

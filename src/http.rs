@@ -6,6 +6,7 @@ pub mod auth;
 #[cfg(feature = "bench-routes")]
 pub mod bench;
 pub mod cache;
+pub mod client_addr;
 pub mod edge;
 pub mod error;
 pub mod explore;
@@ -129,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/items", post(items::create))
         .route("/api/v1/items/{id}", put(items::replace).patch(items::patch).delete(items::delete))
         .route("/api/v1/admin/users", post(admin::create_user))
+        .route("/api/v1/admin/auth", get(admin::auth_report))
         .route("/api/v1/admin/cache", get(cache::report).delete(cache::flush))
         .route("/api/v1/admin/cache/warm", post(cache::warm))
         .route("/api/v1/admin/actors", get(admin::actors))
@@ -154,14 +156,18 @@ pub fn router(state: AppState) -> Router {
             method = %req.method(),
             path = %req.uri().path(),
             request_id = %request_id,
+            client = tracing::field::Empty,
             user = tracing::field::Empty,
         )
     };
+    let proxies = client_addr::TrustedProxies::from_settings(&settings.server);
 
     api.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            // inside the trace layer, so the span it records `client` in is the request's
+            .layer(axum::middleware::from_fn_with_state(proxies, client_addr::resolve))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(axum::middleware::from_fn(middleware::json_errors))
             .layer(DefaultBodyLimit::max(settings.server.body_limit_bytes)),

@@ -31,8 +31,20 @@ pub const DB_POOL_MAX_CONNECTIONS: &str = "castwork_db_pool_max_connections";
 pub const HEALTH_STATUS: &str = "castwork_health_status";
 /// Health probe latency in seconds, by component.
 pub const HEALTH_PROBE_DURATION_SECONDS: &str = "castwork_health_probe_duration_seconds";
-/// Logins refused, by reason (`bad_credentials`, `rate_limited`, `error`).
+/// Logins refused, by reason (`bad_credentials`, `rate_limited`, `busy`, `error`).
 pub const AUTH_LOGIN_FAILURES_TOTAL: &str = "castwork_auth_login_failures_total";
+/// Login attempts the limiter refused before any password work, by bucket (`username`, `client`).
+pub const AUTH_LOGIN_LIMITED_TOTAL: &str = "castwork_auth_login_limited_total";
+/// Password verifications run, by outcome (`match`, `mismatch`, `unknown_user`: the dummy
+/// verification for a username that does not exist).
+pub const AUTH_PASSWORD_VERIFICATIONS_TOTAL: &str = "castwork_auth_password_verifications_total";
+/// Time spent waiting for a password-hashing permit, in seconds.
+pub const AUTH_HASHING_WAIT_SECONDS: &str = "castwork_auth_hashing_wait_seconds";
+/// Requests refused because no hashing permit came free within `auth.hashing_wait_ms`, by
+/// operation (`verify`, `hash`).
+pub const AUTH_HASHING_BUSY_TOTAL: &str = "castwork_auth_hashing_busy_total";
+/// Password-hashing permits, by state (`total`, `in_use`).
+pub const AUTH_HASHING_PERMITS: &str = "castwork_auth_hashing_permits";
 /// Chaos actions applied, by actor and action.
 pub const CHAOS_ACTIONS_TOTAL: &str = "castwork_chaos_actions_total";
 
@@ -91,6 +103,32 @@ pub fn health_probe(component: &str, status_code: f64, elapsed: Duration) {
 /// Records a refused login.
 pub fn login_failure(reason: &'static str) {
     metrics::counter!(AUTH_LOGIN_FAILURES_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts a login attempt refused by the limiter.
+pub fn login_limited(bucket: &'static str) {
+    metrics::counter!(AUTH_LOGIN_LIMITED_TOTAL, "bucket" => bucket).increment(1);
+}
+
+/// Counts one password verification.
+pub fn password_verification(outcome: &'static str) {
+    metrics::counter!(AUTH_PASSWORD_VERIFICATIONS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// Records how long a caller waited for a hashing permit.
+pub fn hashing_wait(waited: Duration) {
+    metrics::histogram!(AUTH_HASHING_WAIT_SECONDS).record(waited.as_secs_f64());
+}
+
+/// Counts a request refused for want of a hashing permit.
+pub fn hashing_busy(operation: &'static str) {
+    metrics::counter!(AUTH_HASHING_BUSY_TOTAL, "operation" => operation).increment(1);
+}
+
+/// Sets the hashing permit gauges.
+pub fn hashing_permits(total: usize, in_use: usize) {
+    metrics::gauge!(AUTH_HASHING_PERMITS, "state" => "total").set(total as f64);
+    metrics::gauge!(AUTH_HASHING_PERMITS, "state" => "in_use").set(in_use as f64);
 }
 
 /// Records an applied chaos action.

@@ -28,6 +28,8 @@ pub enum StartupError {
     Database(#[from] DbError),
     #[error("failed to set up authentication: {0}")]
     Auth(#[from] AuthError),
+    #[error("CASTWORK_BOOTSTRAP_ADMIN_PASSWORD is refused: {0}")]
+    BootstrapPassword(crate::auth::PolicyError),
     #[error("failed to start the actor tree: {0}")]
     Actors(#[from] SpawnErr),
     #[error("failed to bind {address}: {source}")]
@@ -62,7 +64,12 @@ impl Application {
         }
         let auth = AuthService::new(db.clone(), Arc::new(keys), &settings.auth);
         if !settings.bootstrap_admin_password.is_empty() {
-            auth.ensure_bootstrap_admin(settings.bootstrap_admin_password.expose()).await?;
+            auth.ensure_bootstrap_admin(settings.bootstrap_admin_password.expose()).await.map_err(|err| {
+                match err {
+                    AuthError::Policy(rule) => StartupError::BootstrapPassword(rule),
+                    other => StartupError::Auth(other),
+                }
+            })?;
         }
         // the first login of an unknown user should cost what any other login costs
         let _ = tokio::task::spawn_blocking(crate::auth::password::warm_up).await;

@@ -259,6 +259,9 @@ MCowBQYDK2VwAyEAyYtw+GDjDq+4lNcNX0nGbpfdePh9aoVruYnpeCkgoME=
             refresh_ttl_secs: 3600,
             login_burst: 5,
             login_per_minute: 10,
+            hashing_concurrency: 0,
+            hashing_wait_ms: 2000,
+            password_min_score: 3,
         }
     }
 

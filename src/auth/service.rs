@@ -11,6 +11,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,19 +25,17 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use tracing::field::Empty;
 
+use super::hashing::{Hashing, Verification};
 use super::jwt::{LEEWAY_SECS, now_secs};
-use super::password::{hash_password, verify_dummy, verify_password};
+use super::policy::{self, USERNAME_MAX};
 use super::verified::{self, VerifiedTokens};
-use super::{AuthError, Claims, JwtKeys, LoginLimiter, Role};
+use super::{AuthError, AuthReport, Claims, JwtKeys, LoginLimiter, Role};
 use crate::config::AuthSettings;
 use crate::db::entities::{refresh_token, user};
+use crate::metrics;
 
 /// Name of the user [`AuthService::ensure_bootstrap_admin`] creates.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
-const USERNAME_MIN: usize = 3;
-const USERNAME_MAX: usize = 64;
-const PASSWORD_MIN: usize = 8;
-const PASSWORD_MAX: usize = 1024;
 const REFRESH_TOKEN_BYTES: usize = 32;
 /// Ours are 43 characters; anything much longer is refused without a lookup.
 const REFRESH_TOKEN_MAX_LEN: usize = 128;
@@ -98,6 +97,8 @@ pub struct AuthService {
     keys: Arc<JwtKeys>,
     verified: Arc<VerifiedTokens>,
     limiter: Arc<LoginLimiter>,
+    hashing: Arc<Hashing>,
+    password_min_score: u8,
     refresh_ttl: TimeDelta,
 }
 
@@ -118,13 +119,22 @@ impl AuthService {
             .and_then(TimeDelta::try_seconds)
             .unwrap_or(TimeDelta::MAX);
         let limiter = Arc::new(LoginLimiter::new(settings.login_burst, settings.login_per_minute));
+        let hashing =
+            Hashing::new(settings.hashing_concurrency, Duration::from_millis(settings.hashing_wait_ms));
         Self {
             db,
             keys,
             verified: Arc::new(VerifiedTokens::new(verified::DEFAULT_CAPACITY)),
             limiter,
+            hashing: Arc::new(hashing),
+            password_min_score: settings.password_min_score,
             refresh_ttl,
         }
+    }
+
+    /// This node's login and password-hashing counters.
+    pub fn report(&self) -> AuthReport {
+        AuthReport { hashing: self.hashing.report(), limiter: self.limiter.report() }
     }
 
     /// The signing keys.
@@ -152,8 +162,10 @@ impl AuthService {
 
     /// Checks a username and password and starts a session.
     ///
-    /// Unknown users and wrong passwords get the same [`AuthError::BadCredentials`] after the
-    /// same amount of hashing work; both count against the [`LoginLimiter`].
+    /// The attempt is charged to the [`LoginLimiter`] before the password is checked, and
+    /// given back when it succeeds (or was never checked: [`AuthError::Busy`]). Unknown users
+    /// and wrong passwords get the same [`AuthError::BadCredentials`] after the same amount of
+    /// hashing work.
     #[tracing::instrument(skip_all, fields(username = ?loggable(username), %client, user_id = Empty))]
     pub async fn login(
         &self,
@@ -161,31 +173,35 @@ impl AuthService {
         password: &str,
         client: IpAddr,
     ) -> Result<TokenPair, AuthError> {
-        if let Err(retry_after) = self.limiter.check(username, client) {
-            tracing::warn!(retry_after_secs = retry_after.as_secs(), "login refused: too many failures");
-            return Err(AuthError::RateLimited { retry_after });
-        }
-        let found = if username.len() <= USERNAME_MAX { self.find_user(username).await? } else { None };
-        let password = password.to_owned();
-        let verified = match &found {
-            Some(user) => {
-                let phc = user.password_hash.clone();
-                blocking(move || verify_password(&password, &phc)).await?
-            }
-            None => {
-                blocking(move || {
-                    verify_dummy(&password);
-                    false
-                })
-                .await?
+        let reservation = match self.limiter.reserve(username, client) {
+            Ok(reservation) => reservation,
+            Err(refused) => {
+                metrics::login_limited(refused.bucket.as_str());
+                tracing::warn!(
+                    bucket = refused.bucket.as_str(),
+                    retry_after_secs = refused.retry_after.as_secs(),
+                    "login refused: too many failures"
+                );
+                return Err(AuthError::RateLimited { retry_after: refused.retry_after });
             }
         };
-        let Some(user) = found.filter(|_| verified) else {
-            self.limiter.record_failure(username, client);
+        // From here on an error keeps the attempt charged, except when no password was checked.
+        let found = if username.len() <= USERNAME_MAX { self.find_user(username).await? } else { None };
+        let phc = found.as_ref().map(|user| user.password_hash.clone());
+        let verification = match self.hashing.verify(password.to_owned(), phc).await {
+            Ok(verification) => verification,
+            Err(err @ AuthError::Busy { .. }) => {
+                reservation.refund();
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
+        let Some(user) = found.filter(|_| verification == Verification::Match) else {
+            drop(reservation);
             tracing::info!("login failed");
             return Err(AuthError::BadCredentials);
         };
-        self.limiter.record_success(username);
+        reservation.refund();
         tracing::Span::current().record("user_id", user.id.as_str());
         let role = stored_role(&user)?;
         let pair = self.issue_pair(&self.db, &user, role, new_id()).await?;
@@ -271,7 +287,7 @@ impl AuthService {
     }
 
     /// Creates a user. Usernames are 3–64 characters of `A-Z a-z 0-9 _ . -` and unique ignoring
-    /// case; passwords are 8–1024 characters.
+    /// case; passwords follow [`policy::check_password`].
     #[tracing::instrument(skip_all, fields(username = ?loggable(username), %role, user_id = Empty))]
     pub async fn create_user(
         &self,
@@ -279,8 +295,8 @@ impl AuthService {
         password: &str,
         role: Role,
     ) -> Result<user::Model, AuthError> {
-        validate_username(username)?;
-        validate_password(password)?;
+        policy::check_username(username)?;
+        self.check_password(password, username).await?;
         let lower = username.to_ascii_lowercase();
         let existing = user::Entity::find()
             .filter(ExprTrait::eq(Func::lower(Expr::col(user::Column::Username)), lower))
@@ -289,8 +305,7 @@ impl AuthService {
         if existing.is_some() {
             return Err(AuthError::UserExists(username.to_owned()));
         }
-        let password = password.to_owned();
-        let password_hash = blocking(move || hash_password(&password)).await??;
+        let password_hash = self.hashing.hash(password.to_owned()).await?;
         let now = Utc::now();
         let created = user::ActiveModel {
             id: Set(new_id()),
@@ -314,11 +329,10 @@ impl AuthService {
     /// Replaces a user's password and revokes all of their refresh tokens.
     #[tracing::instrument(skip_all, fields(username = ?loggable(username), user_id = Empty))]
     pub async fn set_password(&self, username: &str, password: &str) -> Result<(), AuthError> {
-        validate_password(password)?;
+        self.check_password(password, username).await?;
         let user = self.find_user(username).await?.ok_or_else(|| no_such_user(username))?;
         tracing::Span::current().record("user_id", user.id.as_str());
-        let password = password.to_owned();
-        let password_hash = blocking(move || hash_password(&password)).await??;
+        let password_hash = self.hashing.hash(password.to_owned()).await?;
         let user_id = user.id.clone();
         let now = Utc::now();
         let txn = self.db.begin().await?;
@@ -364,6 +378,16 @@ impl AuthService {
         let pair = self.issue_pair(&self.db, &user, role, new_id()).await?;
         tracing::info!(%role, "token pair minted without a password");
         Ok(pair)
+    }
+
+    /// Applies the password rules on the blocking pool (the strength estimate takes milliseconds).
+    async fn check_password(&self, password: &str, username: &str) -> Result<(), AuthError> {
+        let (password, username, min_score) =
+            (password.to_owned(), username.to_owned(), self.password_min_score);
+        tokio::task::spawn_blocking(move || policy::check_password(&password, &username, min_score))
+            .await
+            .map_err(|_| AuthError::Hashing)??;
+        Ok(())
     }
 
     async fn find_user(&self, username: &str) -> Result<Option<user::Model>, AuthError> {
@@ -418,35 +442,11 @@ async fn revoke_family<C: ConnectionTrait>(conn: &C, family_id: &str) -> Result<
         .rows_affected)
 }
 
-/// Runs CPU-heavy password work off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
-    tokio::task::spawn_blocking(work).await.map_err(|_| AuthError::Hashing)
-}
-
 fn stored_role(user: &user::Model) -> Result<Role, AuthError> {
     user.role.parse().map_err(|_| {
         tracing::error!(user_id = %user.id, "stored role is not a known role");
         AuthError::Database(DbErr::Custom(format!("user {} has an unknown role", user.id)))
     })
-}
-
-fn validate_username(username: &str) -> Result<(), AuthError> {
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    if (USERNAME_MIN..=USERNAME_MAX).contains(&username.len()) && username.chars().all(allowed) {
-        Ok(())
-    } else {
-        Err(AuthError::InvalidInput(format!(
-            "username must be {USERNAME_MIN} to {USERNAME_MAX} characters of A-Z, a-z, 0-9, '_', '.' or '-'"
-        )))
-    }
-}
-
-fn validate_password(password: &str) -> Result<(), AuthError> {
-    if (PASSWORD_MIN..=PASSWORD_MAX).contains(&password.chars().count()) {
-        Ok(())
-    } else {
-        Err(AuthError::InvalidInput(format!("password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")))
-    }
 }
 
 fn no_such_user(username: &str) -> AuthError {

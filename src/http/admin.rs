@@ -1,5 +1,5 @@
 //! Operations (admin): `GET /api/v1/admin/actors`, `POST /api/v1/admin/chaos`,
-//! `POST /api/v1/admin/users`.
+//! `POST /api/v1/admin/users`, `GET /api/v1/admin/auth`.
 
 use axum::Json;
 use axum::extract::State;
@@ -12,10 +12,10 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson, ApiQuery};
 use super::openapi::{
-    CreatedUser, DatabaseUnavailable, ErrorBody, Forbidden, Internal, InvalidBody, MalformedJson,
-    PayloadTooLarge, Unauthenticated, UnsupportedMediaType,
+    CreatedUser, ErrorBody, Forbidden, Internal, InvalidBody, MalformedJson, PayloadTooLarge,
+    Unauthenticated, UnsupportedMediaType,
 };
-use crate::auth::Role;
+use crate::auth::{AuthReport, Role};
 use crate::supervision::supervisor::{ChaosAction, ChaosError};
 use crate::supervision::tree::ActorNode;
 
@@ -144,7 +144,8 @@ pub struct NewUser {
     /// 3–64 characters of `A-Z a-z 0-9 _ . -`, unique ignoring case.
     #[schema(example = "ada", min_length = 3, max_length = 64, pattern = "^[A-Za-z0-9_.-]+$")]
     pub username: String,
-    /// 8–1024 characters.
+    /// 8–1024 characters, no control characters, and at least `auth.password_min_score` (3) on
+    /// zxcvbn's 0–4 strength scale, the username counting as a known word.
     #[schema(format = Password, min_length = 8, max_length = 1024)]
     pub password: String,
     pub role: Role,
@@ -167,9 +168,12 @@ pub struct NewUser {
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "An invalid username or password, or JSON of the wrong shape \
-            (`validation_failed`).", body = ErrorBody),
+            (`validation_failed`); `fields` names the field and the message the rule (length, control \
+            characters, strength).", body = ErrorBody),
         (status = 500, response = Internal),
-        (status = 503, response = DatabaseUnavailable),
+        (status = 503, description = "The database is unavailable (`database_unavailable`), or every \
+            password-hashing slot stayed busy for `auth.hashing_wait_ms` (`busy`).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
     ),
     security(("bearer" = [])),
 )]
@@ -182,4 +186,24 @@ pub async fn create_user(
     let user = state.auth().create_user(&body.username, &body.password, body.role).await?;
     let created = serde_json::json!({ "id": user.id, "username": user.username, "role": body.role });
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// This node's login and password-hashing counters.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/auth",
+    operation_id = "authReport",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Counters since this node started: password verifications by outcome, \
+            hashes, hashing permits and refusals (`busy`), and login attempts the limiter refused.",
+            body = AuthReport),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = [])),
+)]
+#[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
+pub async fn auth_report(State(state): State<AppState>, caller: Admin) -> Json<AuthReport> {
+    Json(state.auth().report())
 }

@@ -1,15 +1,14 @@
 //! `POST /api/v1/auth/login`, `/refresh`, `/logout` and `GET /api/v1/auth/me`.
 
-use std::net::SocketAddr;
-
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::client_addr::ClientAddr;
 use super::error::ApiError;
 use super::extract::{ApiJson, Viewer};
 use super::openapi::{
@@ -61,27 +60,31 @@ fn token_response(pair: TokenPair) -> Response {
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = InvalidBody),
         (status = 429, description = "Too many failed logins for this username or client address \
-            (`rate_limited`).", body = ErrorBody,
+            (`rate_limited`): each attempt is counted before the password is checked, a successful one \
+            is given back.", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
         (status = 500, response = Internal),
-        (status = 503, response = DatabaseUnavailable),
+        (status = 503, description = "The database is unavailable (`database_unavailable`), or every \
+            password-checking slot stayed busy for `auth.hashing_wait_ms` (`busy`).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again."))),
     ),
 )]
 #[tracing::instrument(skip_all, fields(username = %body.username))]
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     if body.username.is_empty() || body.password.is_empty() {
         return Err(ApiError::bad_request("missing_credentials", "username and password are required"));
     }
-    match state.auth().login(&body.username, &body.password, client.ip()).await {
+    match state.auth().login(&body.username, &body.password, client).await {
         Ok(pair) => Ok(token_response(pair)),
         Err(err) => {
             let reason = match err {
                 AuthError::RateLimited { .. } => "rate_limited",
                 AuthError::BadCredentials => "bad_credentials",
+                AuthError::Busy { .. } => "busy",
                 _ => "error",
             };
             metrics::login_failure(reason);

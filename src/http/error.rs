@@ -190,6 +190,14 @@ impl From<AuthError> for ApiError {
             AuthError::Forbidden { .. } => Self::Forbidden(err.to_string()),
             AuthError::UserExists(_) => Self::Conflict(err.to_string()),
             AuthError::InvalidInput(message) => Self::Validation { message, fields: BTreeMap::new() },
+            AuthError::Policy(rule) => {
+                let message = rule.to_string();
+                let fields = BTreeMap::from([(rule.field().to_owned(), message.clone())]);
+                Self::Validation { message, fields }
+            }
+            AuthError::Busy { retry_after } => {
+                Self::Unavailable { code: "busy", message: err.to_string(), retry_after }
+            }
             AuthError::Database(db) => Self::from(db),
             AuthError::KeyConfig(_) | AuthError::Hashing => Self::Internal(format!("auth: {err:?}")),
         }
@@ -306,5 +314,11 @@ mod tests {
         assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "1");
         let r = ApiError::from(AuthError::MissingToken).into_response();
         assert!(r.headers().get(header::WWW_AUTHENTICATE).is_some());
+        let busy = ApiError::from(AuthError::Busy { retry_after: Duration::from_secs(1) });
+        assert_eq!((busy.status(), busy.code()), (StatusCode::SERVICE_UNAVAILABLE, "busy"));
+        assert_eq!(busy.into_response().headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let weak = ApiError::from(AuthError::Policy(crate::auth::PolicyError::ControlCharacter));
+        assert_eq!((weak.status(), weak.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"));
+        assert!(matches!(&weak, ApiError::Validation { fields, .. } if fields.contains_key("password")));
     }
 }

@@ -16,7 +16,9 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
 use super::{admin, auth, explore, health, items, ops};
 use crate::actors::health::{ComponentHealth, ComponentStatus};
-use crate::auth::{Principal, Role, TokenPair};
+use crate::auth::hashing::HashingReport;
+use crate::auth::limiter::LimiterReport;
+use crate::auth::{AuthReport, Principal, Role, TokenPair};
 use crate::explore::model::{
     CategoryCount, GroupCount, Item, ItemInput, ItemPatch, ItemSummary, Page, SearchHit, Sort,
 };
@@ -64,6 +66,7 @@ a generated UUID).";
         items::patch,
         items::delete,
         admin::create_user,
+        admin::auth_report,
         admin::actors,
         admin::chaos,
     ),
@@ -97,6 +100,9 @@ a generated UUID).";
             Sort,
             admin::NewUser,
             CreatedUser,
+            AuthReport,
+            HashingReport,
+            LimiterReport,
             admin::ChaosRequest,
             admin::ChaosApplied,
             ChaosAction,
@@ -130,7 +136,8 @@ a generated UUID).";
             keyset cursors, items with `ETag`s, categories, trending items and full-text search."),
         (name = "items", description = "Writing the catalogue (editor or above), with optimistic concurrency: \
             `PUT` and `PATCH` need `If-Match` with the item's `ETag`."),
-        (name = "admin", description = "Users, the live actor tree and fault injection (admin)."),
+        (name = "admin", description = "Users, login counters, the live actor tree and fault injection \
+            (admin)."),
         (name = "operations", description = "Prometheus metrics and this document; public."),
     ),
 )]

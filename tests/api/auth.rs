@@ -139,7 +139,7 @@ async fn roles_are_enforced(backend: Backend) {
         .client
         .post(app.url("/api/v1/admin/users"))
         .bearer_auth(&admin)
-        .json(&json!({ "username": "vera", "password": "another-password", "role": "viewer" }))
+        .json(&json!({ "username": "vera", "password": "another castwork test secret", "role": "viewer" }))
         .send()
         .await
         .unwrap();

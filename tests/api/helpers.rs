@@ -41,6 +41,12 @@ pub fn pg_admin_url() -> String {
 }
 
 pub const ADMIN_PASSWORD: &str = "bootstrap-admin-password";
+
+/// The password [`TestApp::user_token`] gives a user: strong enough for
+/// `auth.password_min_score` (a `{username}-password` is not: the username counts against it).
+pub fn user_password(username: &str) -> String {
+    format!("{username}-castwork-test-secret")
+}
 pub const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 
 /// A running node and what a test needs to talk to it.
@@ -191,7 +197,7 @@ impl TestApp {
     /// Creates a user through the admin API and returns an access token for it.
     pub async fn user_token(&self, username: &str, role: &str) -> String {
         let admin = self.admin_token().await;
-        let password = format!("{username}-password");
+        let password = user_password(username);
         let response = self
             .client
             .post(self.url("/api/v1/admin/users"))

@@ -20,6 +20,7 @@ mod explore;
 mod health;
 mod import;
 mod items;
+mod login_hardening;
 mod openapi;
 mod proxy_smoke;
 mod redis_outage;

@@ -7,6 +7,7 @@ use migration::MigratorTrait;
 use sea_orm::Database;
 
 use super::*;
+use crate::auth::PolicyError;
 use crate::config::{JwtAlgorithm, Secret};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -27,6 +28,9 @@ fn settings() -> AuthSettings {
         refresh_ttl_secs: 3600,
         login_burst: 3,
         login_per_minute: 1,
+        hashing_concurrency: 0,
+        hashing_wait_ms: 2000,
+        password_min_score: 3,
     }
 }
 
@@ -42,11 +46,14 @@ impl Drop for TestDb {
 }
 
 async fn setup() -> TestDb {
+    setup_with(settings()).await
+}
+
+async fn setup_with(settings: AuthSettings) -> TestDb {
     let dir = std::env::temp_dir().join(format!("castwork-auth-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = Database::connect(format!("sqlite://{}?mode=rwc", dir.join("x.db").display())).await.unwrap();
     migration::Migrator::up(&db, None).await.unwrap();
-    let settings = settings();
     let keys = Arc::new(JwtKeys::from_settings(&settings).unwrap().0);
     TestDb { service: AuthService::new(db, keys, &settings), dir }
 }
@@ -88,16 +95,98 @@ async fn refuses_bad_usernames_and_passwords() {
     let svc = &test.service;
     for name in ["ab", "has space", "émile", "semi;colon", &"x".repeat(65)] {
         assert!(
-            matches!(svc.create_user(name, PASSWORD, Role::Viewer).await, Err(AuthError::InvalidInput(_))),
+            matches!(
+                svc.create_user(name, PASSWORD, Role::Viewer).await,
+                Err(AuthError::Policy(PolicyError::Username))
+            ),
             "{name}"
         );
     }
     for password in ["short", &"p".repeat(1025)] {
         assert!(matches!(
             svc.create_user("carol", password, Role::Viewer).await,
-            Err(AuthError::InvalidInput(_))
+            Err(AuthError::Policy(PolicyError::PasswordLength))
         ));
     }
+}
+
+/// The rules `castwork user add`, the admin API and the bootstrap admin share.
+#[tokio::test]
+async fn refuses_weak_passwords_and_control_characters_everywhere() {
+    let (test, _) = with_alice().await;
+    let svc = &test.service;
+    for (password, expected) in [
+        ("12345678", "too easy to guess"),
+        ("        ", "too easy to guess"),
+        ("abc\0defgh", "control characters"),
+        ("carol12345", "too easy to guess"),
+    ] {
+        let created = svc.create_user("carol", password, Role::Viewer).await;
+        assert!(
+            matches!(&created, Err(AuthError::Policy(e)) if e.to_string().contains(expected)),
+            "{created:?}"
+        );
+        let changed = svc.set_password("alice", password).await;
+        assert!(matches!(&changed, Err(AuthError::Policy(_))), "{changed:?}");
+        let fresh = setup().await;
+        let bootstrap = fresh.service.ensure_bootstrap_admin(password).await;
+        assert!(matches!(&bootstrap, Err(AuthError::Policy(_))), "{bootstrap:?}");
+    }
+    assert_eq!(svc.report().hashing.hashed, 1, "only alice's password was hashed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wrong_logins_verify_at_most_the_burst() {
+    let (test, _) = with_alice().await;
+    let svc = &test.service;
+    let attempts = (0..50).map(|_| svc.login("alice", "not the password", client()));
+    let outcomes = futures::future::join_all(attempts).await;
+    let bad = outcomes.iter().filter(|o| matches!(o, Err(AuthError::BadCredentials))).count();
+    let limited = outcomes.iter().filter(|o| matches!(o, Err(AuthError::RateLimited { .. }))).count();
+    assert_eq!((bad, limited), (3, 47));
+    let report = svc.report();
+    assert_eq!(report.hashing.verified_mismatch, 3);
+    assert_eq!(report.limiter.refused_username, 47);
+}
+
+#[tokio::test]
+async fn attempts_turned_away_as_busy_are_given_back() {
+    let test = setup_with(AuthSettings { hashing_wait_ms: 1, ..settings() }).await;
+    let svc = &test.service;
+    svc.create_user("alice", PASSWORD, Role::Editor).await.unwrap();
+    let occupied = svc.hashing.occupy().await;
+    for _ in 0..10 {
+        // nothing is checked: busy once auth.hashing_wait_ms has passed
+        assert!(matches!(svc.login("alice", PASSWORD, client()).await, Err(AuthError::Busy { .. })));
+    }
+    drop(occupied);
+    assert_eq!(svc.report().hashing.busy, 10);
+    // the whole burst is still there
+    for _ in 0..3 {
+        assert!(matches!(
+            svc.login("alice", "wrong password", client()).await,
+            Err(AuthError::BadCredentials)
+        ));
+    }
+    assert!(matches!(svc.login("alice", PASSWORD, client()).await, Err(AuthError::RateLimited { .. })));
+}
+
+#[tokio::test]
+async fn successful_logins_give_their_unit_back() {
+    let (test, _) = with_alice().await;
+    let svc = &test.service;
+    for _ in 0..2 {
+        assert!(matches!(
+            svc.login("alice", "wrong password", client()).await,
+            Err(AuthError::BadCredentials)
+        ));
+    }
+    for _ in 0..5 {
+        svc.login("alice", PASSWORD, client()).await.unwrap();
+    }
+    // two failures are still counted: the third one empties the bucket
+    assert!(matches!(svc.login("alice", "wrong password", client()).await, Err(AuthError::BadCredentials)));
+    assert!(matches!(svc.login("alice", PASSWORD, client()).await, Err(AuthError::RateLimited { .. })));
 }
 
 #[tokio::test]
@@ -263,7 +352,10 @@ async fn set_password_replaces_it_and_ends_sessions() {
         svc.set_password("nobody", "a brand new password").await,
         Err(AuthError::InvalidInput(_))
     ));
-    assert!(matches!(svc.set_password("alice", "short").await, Err(AuthError::InvalidInput(_))));
+    assert!(matches!(
+        svc.set_password("alice", "short").await,
+        Err(AuthError::Policy(PolicyError::PasswordLength))
+    ));
 }
 
 #[tokio::test]
