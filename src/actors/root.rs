@@ -142,7 +142,8 @@ impl Runtime {
 
 fn health_child(settings: &Settings, probes: Vec<Arc<dyn Probe>>, slot: ActorSlot<HealthMsg>) -> ChildSpec {
     let health = settings.health.clone();
-    ChildSpec::new("health", "health", move |ctx| {
+    let marker = slot.clone();
+    let spec = ChildSpec::new("health", "health", move |ctx| {
         let probes = probes.clone();
         let actor = HealthActor { settings: health.clone() };
         let slot = slot.clone();
@@ -152,13 +153,15 @@ fn health_child(settings: &Settings, probes: Vec<Arc<dyn Probe>>, slot: ActorSlo
             slot.set(actor.clone());
             Ok(StartedChild::worker(actor))
         }
-    })
+    });
+    spec.with_slot(&marker)
 }
 
 fn views_child(settings: &Settings, explore: ExploreService, slot: ActorSlot<ViewMsg>) -> ChildSpec {
     let flush_every = Duration::from_millis(settings.explore.views_flush_ms);
     let half_life = Duration::from_secs_f64(settings.explore.trend_half_life_hours * 3600.0);
-    ChildSpec::new("views", "view-counter", move |ctx| {
+    let marker = slot.clone();
+    let spec = ChildSpec::new("views", "view-counter", move |ctx| {
         let actor = ViewCounter { flush_every, half_life };
         let args = ViewArgs { service: explore.clone(), stats: ctx.stats };
         let slot = slot.clone();
@@ -167,7 +170,8 @@ fn views_child(settings: &Settings, explore: ExploreService, slot: ActorSlot<Vie
             slot.set(actor.clone());
             Ok(StartedChild::worker(actor))
         }
-    })
+    });
+    spec.with_slot(&marker)
 }
 
 /// The cache subtree: a supervisor over the shards (one for one: a shard's failure
@@ -176,7 +180,8 @@ fn cache_child(settings: &Settings, cache: Cache) -> ChildSpec {
     let sup = settings.supervision.clone();
     let shutdown = Duration::from_secs(settings.server.shutdown_grace_secs);
     let cs = settings.cache.clone();
-    ChildSpec::new("cache", "supervisor", move |ctx| {
+    let slots: Vec<_> = (0..cache.shard_count()).filter_map(|i| cache.slot(i).cloned()).collect();
+    let spec = ChildSpec::new("cache", "supervisor", move |ctx| {
         let n = cache.shard_count();
         let mut children: Vec<ChildSpec> = (0..n).map(|i| shard_child(&cs, &cache, i)).collect();
         if cache.l2().is_some() {
@@ -204,7 +209,9 @@ fn cache_child(settings: &Settings, cache: Cache) -> ChildSpec {
             let (actor, _handle) = Actor::spawn_linked(None, supervisor, args, ctx.supervisor).await?;
             Ok(StartedChild::supervisor(actor))
         }
-    })
+    });
+    // the supervisor down: so are its shards, whatever became of them
+    slots.iter().fold(spec, |spec, slot| spec.with_slot(slot))
 }
 
 fn shard_child(cs: &crate::config::CacheSettings, cache: &Cache, index: usize) -> ChildSpec {
@@ -220,6 +227,7 @@ fn shard_child(cs: &crate::config::CacheSettings, cache: &Cache, index: usize) -
         compress_threshold: cs.compress_threshold_bytes,
     };
     let breaker = cache.l2().map(|l2| l2.breaker().clone());
+    let marker = cache.slot(index).cloned();
     let cache = cache.clone();
     let spec = ChildSpec::new(format!("cache-shard-{index}"), "cache-shard", move |ctx| {
         let shard = shard.clone();
@@ -238,6 +246,10 @@ fn shard_child(cs: &crate::config::CacheSettings, cache: &Cache, index: usize) -
             Ok(StartedChild::worker(actor))
         }
     });
+    let spec = match marker {
+        Some(slot) => spec.with_slot(&slot),
+        None => spec,
+    };
     match breaker {
         Some(breaker) => spec.with_breaker(breaker),
         None => spec,
