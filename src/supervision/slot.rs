@@ -164,3 +164,109 @@ impl<M: Message> ActorSlot<M> {
         Err(AskError::Unavailable(self.name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr};
+
+    use super::*;
+
+    struct Echo;
+
+    enum EchoMsg {
+        Ping(RpcReplyPort<u32>),
+    }
+
+    impl Message for EchoMsg {}
+
+    impl Actor for Echo {
+        type Msg = EchoMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _myself: ActorRef<EchoMsg>, _args: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<EchoMsg>,
+            message: EchoMsg,
+            _state: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            let EchoMsg::Ping(reply) = message;
+            let _ = reply.send(7);
+            Ok(())
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_actor_is_not_waited_for() {
+        let slot = ActorSlot::<EchoMsg>::new("echo");
+        let (actor, handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        slot.set(actor.clone());
+        assert_eq!(slot.ask(LONG, EchoMsg::Ping).await, Ok(7));
+        actor.kill();
+        handle.await.unwrap();
+
+        // an ask that found the actor dead waits for a restart...
+        let waiting = tokio::spawn({
+            let slot = slot.clone();
+            async move {
+                let started = Instant::now();
+                (slot.ask(LONG, EchoMsg::Ping).await, started.elapsed())
+            }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished());
+        // ...until the supervisor marks the actor down: then it fails at once
+        slot.set_down(true);
+        assert!(slot.is_down());
+        let (result, elapsed) = waiting.await.unwrap();
+        assert_eq!(result, Err(AskError::Down("echo")));
+        assert!(elapsed < LONG / 100, "waited {elapsed:?}");
+
+        // and a new ask is refused without waiting at all
+        let started = Instant::now();
+        assert_eq!(slot.ask(LONG, EchoMsg::Ping).await, Err(AskError::Down("echo")));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert!(!slot.cast(EchoMsg::Ping(tokio::sync::oneshot::channel().0.into())));
+
+        // a new incarnation brings it back
+        let (actor, _handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        slot.set(actor.clone());
+        assert!(!slot.is_down());
+        assert_eq!(slot.ask(LONG, EchoMsg::Ping).await, Ok(7));
+        actor.kill();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarting_actor_is_waited_for_within_the_deadline() {
+        let slot = ActorSlot::<EchoMsg>::new("echo");
+        let (actor, handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        slot.set(actor.clone());
+        actor.kill();
+        handle.await.unwrap();
+        let waiting = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.ask(LONG, EchoMsg::Ping).await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let (actor, _handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        slot.set(actor.clone());
+        assert_eq!(waiting.await.unwrap(), Ok(7));
+        actor.kill();
+
+        // no restart at all: unavailable after the deadline, not down
+        let empty = ActorSlot::<EchoMsg>::new("echo");
+        let started = Instant::now();
+        assert_eq!(empty.ask(LONG, EchoMsg::Ping).await, Err(AskError::Unavailable("echo")));
+        assert!(started.elapsed() >= LONG);
+    }
+}
