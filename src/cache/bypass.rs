@@ -86,7 +86,10 @@ impl Bypass {
 
     /// What this node bypassed so far.
     pub fn stats(&self) -> BypassStats {
-        BypassStats { loaded: self.loaded.load(Ordering::Relaxed), rejected: self.rejected.load(Ordering::Relaxed) }
+        BypassStats {
+            loaded: self.loaded.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -2,10 +2,8 @@
 //! may succeed when retried) rather than a failed statement: the HTTP layer
 //! answers those 503 `database_unavailable` with `Retry-After`, never 500.
 
-use std::borrow::Cow;
-
-use sea_orm::{DbErr, RuntimeErr};
 use sea_orm::sqlx::Error as SqlxError;
+use sea_orm::{DbErr, RuntimeErr};
 
 /// SQLSTATEs (PostgreSQL) that say the connection or the server went away:
 /// admin shutdown (a terminated backend), crash shutdown, cannot connect now,
@@ -39,12 +37,13 @@ fn sqlx_unavailable(err: &SqlxError) -> bool {
     }
 }
 
-fn sqlstate_unavailable(code: &Cow<'_, str>) -> bool {
-    code.starts_with("08") || UNAVAILABLE_SQLSTATES.contains(&code.as_ref())
+fn sqlstate_unavailable(code: &str) -> bool {
+    code.starts_with("08") || UNAVAILABLE_SQLSTATES.contains(&code)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
     use std::sync::Arc;
 
     use sea_orm::ConnAcquireErr;

@@ -172,7 +172,8 @@ async fn terminated_database_connections_are_503_never_500() {
                 while !stop.load(Ordering::Relaxed) {
                     let path = &paths[i % paths.len()];
                     i += 1;
-                    let response = client.get(format!("{base}{path}")).bearer_auth(&token).send().await.unwrap();
+                    let response =
+                        client.get(format!("{base}{path}")).bearer_auth(&token).send().await.unwrap();
                     let status = response.status().as_u16();
                     *seen.entry(status).or_default() += 1;
                     let retry_after = response.headers().contains_key("retry-after");
