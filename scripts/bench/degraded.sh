@@ -32,7 +32,9 @@ export CASTWORK_DATA_DIR=$work CASTWORK_LOG__LEVEL=warn
 export CASTWORK_CACHE__WARM_ON_START=false CASTWORK_CACHE__SHARDS=$shards
 
 cargo build --release -q --bin castwork
-bin=${CARGO_TARGET_DIR:-target}/release/castwork
+# a copy: another build into the same target directory cannot swap it mid-run
+cp "${CARGO_TARGET_DIR:-target}/release/castwork" "$work/castwork"
+bin=$work/castwork
 if [ -n "${CATALOG:-}" ]; then
     export CASTWORK_EXPLORE__IMPORT_SAMPLE_ON_START=false
     "$bin" import "$CATALOG" | grep -iE "inserted" | sed "s/^/import: /"
