@@ -133,6 +133,38 @@ async fn reads_bypass_down_cache_shards_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_cache_supervisor_marks_its_shards_down() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.explore.import_sample_on_start = true;
+        s.cache.shards = SHARDS;
+        s.supervision.max_restarts = 0;
+        s.supervision.down_retry_secs = 3600;
+        s.supervision.ask_timeout_ms = u64::try_from(ASK_TIMEOUT.as_millis()).unwrap();
+    })
+    .await;
+    let token = app.admin_token().await;
+    let paths = vec!["/api/v1/explore/items?limit=20".to_owned(), "/api/v1/explore/categories".to_owned()];
+    let expected = read_all(&app, &token, &paths).await;
+    assert!(expected.iter().all(|(status, _)| *status == 200), "{expected:?}");
+
+    assert_eq!(app.chaos(&token, "cache", "kill").await.status(), 202);
+    let down = poll_until(Duration::from_secs(10), || async {
+        (status_of(&app, &token, "cache").await == "down").then_some(())
+    })
+    .await;
+    assert!(down.is_some(), "{}", app.tree(&token).await);
+
+    let reads = tokio::time::timeout(ASK_TIMEOUT / 2, read_all(&app, &token, &paths))
+        .await
+        .expect("reads waited for the ask deadline");
+    assert_eq!(reads, expected);
+    let (_, body) = app.get_json("/health", None).await;
+    assert_eq!(body["components"]["cache"]["status"], "degraded", "{body}");
+    let why = body["components"]["cache"]["last_error"].as_str().unwrap_or("");
+    assert!(why.starts_with(&format!("{SHARDS} of {SHARDS} cache shards are down")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_shard_up_the_cache_component_is_ok() {
     let app = spawn_app_with(Backend::Sqlite, |s| s.cache.shards = SHARDS).await;
     let (status, body) = app.get_json("/health", None).await;
