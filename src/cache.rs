@@ -16,7 +16,9 @@
 //! | `reader.rs` | the L2 reader: every shard's misses, batched into `MGET`s |
 //! | `generations.rs` | family generation counters, mirrored per node |
 //! | `handle.rs` | [`Cache`]: routing, asks with deadlines, fallbacks, invalidation |
+//! | `bypass.rs` | the bounded path to the database while a shard is down |
 
+pub mod bypass;
 pub mod format;
 pub mod generations;
 pub mod handle;

@@ -303,6 +303,11 @@ pub struct CacheSettings {
     pub xfetch_beta: f64,
     pub compress_threshold_bytes: usize,
     pub warm_on_start: bool,
+    /// Reads whose shard cannot answer that may load from the database at once
+    /// (0: `database.max_connections`).
+    pub bypass_max_in_flight: usize,
+    /// Such reads that may wait for a turn; beyond that they are refused (503 `overloaded`).
+    pub bypass_max_queued: usize,
     pub redis: CacheRedisSettings,
 }
 
@@ -554,6 +559,12 @@ impl Settings {
         }
         if cache.l1_max_entries == 0 {
             return bad("cache.l1_max_entries", "must be at least 1");
+        }
+        if cache.bypass_max_in_flight > 10_000 {
+            return bad("cache.bypass_max_in_flight", "must be at most 10000 (0: database.max_connections)");
+        }
+        if cache.bypass_max_queued > 1_000_000 {
+            return bad("cache.bypass_max_queued", "must be at most 1000000");
         }
         if !(0.0..=0.5).contains(&cache.ttl_jitter) {
             return bad("cache.ttl_jitter", "must be between 0 and 0.5");

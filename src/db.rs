@@ -2,6 +2,7 @@
 //! `database.url` says so), migrations, and the sea-orm entities.
 
 pub mod entities;
+pub mod unavailable;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! | [`config`] | layered configuration (`config/default.toml` < `config/$CASTWORK_ENV.toml` < `CASTWORK_*`), validation, secrets |
 //! | [`telemetry`] | tracing subscriber and the Prometheus recorder |
 //! | [`metrics`] | every metric name, and the helpers that emit them |
-//! | [`db`] | connection (SQLite default, PostgreSQL), migrations, entities |
+//! | [`db`] | connection (SQLite default, PostgreSQL), migrations, entities, which errors mean unavailable |
 //! | [`auth`] | users, argon2id passwords, JWT access tokens, rotating refresh tokens, login slow-down |
 //! | [`supervision`] | restart strategies, intensity, backoff, circuit breaker, the generic supervisor, the tree snapshot |
 //! | [`actors`] | one actor per file: the root tree, HealthActor, ViewCounter, cache shards and listener |

@@ -186,6 +186,10 @@ pub fn import_items(outcome: &'static str, count: u64) {
 /// Cache lookups by tier (`l1`, `l2`) and outcome (`hit`, `miss`; `bypass` when no shard
 /// could answer and the read went straight to the database).
 pub const CACHE_LOOKUPS_TOTAL: &str = "castwork_cache_lookups_total";
+/// Reads that bypassed the cache because their shard could not answer, by reason
+/// (`shard_down`, `shard_unavailable`) and outcome (`loaded`: sent to the database;
+/// `rejected`: refused with 503 `overloaded`, the bypass path being full).
+pub const CACHE_BYPASS_TOTAL: &str = "castwork_cache_bypass_total";
 /// Cache misses that joined a load already in flight (single flight).
 pub const CACHE_COALESCED_TOTAL: &str = "castwork_cache_coalesced_total";
 /// L1 entries evicted to stay within the byte budget.
@@ -208,6 +212,11 @@ pub fn cache_lookup(tier: &'static str, outcome: &'static str) {
 /// without a registry lookup each time.
 pub fn cache_lookup_counter(tier: &'static str, outcome: &'static str) -> metrics::Counter {
     metrics::counter!(CACHE_LOOKUPS_TOTAL, "tier" => tier, "outcome" => outcome)
+}
+
+/// Counts a read that bypassed the cache.
+pub fn cache_bypass(reason: &'static str, outcome: &'static str) {
+    metrics::counter!(CACHE_BYPASS_TOTAL, "reason" => reason, "outcome" => outcome).increment(1);
 }
 
 /// Counts a coalesced miss.

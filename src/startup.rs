@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::actors::root::Runtime;
 use crate::auth::{AuthError, AuthService, JwtKeys};
 use crate::cache::Cache;
+use crate::cache::bypass::Bypass;
 use crate::cache::redis::{RedisSettings, RedisTier};
 use crate::config::Settings;
 use crate::db::{self, DbError};
@@ -202,7 +203,13 @@ async fn build_cache(settings: &Settings) -> Result<Option<Cache>, StartupError>
         }
         Some(tier)
     };
-    Ok(Some(Cache::new(cs.shards, l2, cs.redis.read_batches_in_flight, settings.supervision.ask_timeout())))
+    let in_flight = match cs.bypass_max_in_flight {
+        0 => usize::try_from(settings.database.max_connections).unwrap_or(usize::MAX),
+        n => n,
+    };
+    let bypass = Bypass::new(in_flight, cs.bypass_max_queued);
+    let ask_timeout = settings.supervision.ask_timeout();
+    Ok(Some(Cache::new(cs.shards, l2, cs.redis.read_batches_in_flight, ask_timeout, bypass)))
 }
 
 /// The key that signs Explore cursors: `explore.cursor_secret`, else derived from

@@ -142,7 +142,8 @@ impl Runtime {
 
 fn health_child(settings: &Settings, probes: Vec<Arc<dyn Probe>>, slot: ActorSlot<HealthMsg>) -> ChildSpec {
     let health = settings.health.clone();
-    ChildSpec::new("health", "health", move |ctx| {
+    let marker = slot.clone();
+    let spec = ChildSpec::new("health", "health", move |ctx| {
         let probes = probes.clone();
         let actor = HealthActor { settings: health.clone() };
         let slot = slot.clone();
@@ -152,7 +153,8 @@ fn health_child(settings: &Settings, probes: Vec<Arc<dyn Probe>>, slot: ActorSlo
             slot.set(actor.clone());
             Ok(StartedChild::worker(actor))
         }
-    })
+    });
+    spec.with_slot(&marker)
 }
 
 fn views_child(settings: &Settings, explore: ExploreService, slot: ActorSlot<ViewMsg>) -> ChildSpec {
@@ -160,7 +162,8 @@ fn views_child(settings: &Settings, explore: ExploreService, slot: ActorSlot<Vie
     let half_life = Duration::from_secs_f64(settings.explore.trend_half_life_hours * 3600.0);
     let dedup_window = Duration::from_secs(settings.explore.view_dedup_window_secs);
     let dedup_max_entries = settings.explore.view_dedup_max_entries;
-    ChildSpec::new("views", "view-counter", move |ctx| {
+    let marker = slot.clone();
+    let spec = ChildSpec::new("views", "view-counter", move |ctx| {
         let actor = ViewCounter { flush_every, half_life, dedup_window, dedup_max_entries };
         let args = ViewArgs { service: explore.clone(), stats: ctx.stats };
         let slot = slot.clone();
@@ -169,7 +172,8 @@ fn views_child(settings: &Settings, explore: ExploreService, slot: ActorSlot<Vie
             slot.set(actor.clone());
             Ok(StartedChild::worker(actor))
         }
-    })
+    });
+    spec.with_slot(&marker)
 }
 
 /// The cache subtree: a supervisor over the shards (one for one: a shard's failure
@@ -178,7 +182,8 @@ fn cache_child(settings: &Settings, cache: Cache) -> ChildSpec {
     let sup = settings.supervision.clone();
     let shutdown = Duration::from_secs(settings.server.shutdown_grace_secs);
     let cs = settings.cache.clone();
-    ChildSpec::new("cache", "supervisor", move |ctx| {
+    let slots: Vec<_> = (0..cache.shard_count()).filter_map(|i| cache.slot(i).cloned()).collect();
+    let spec = ChildSpec::new("cache", "supervisor", move |ctx| {
         let n = cache.shard_count();
         let mut children: Vec<ChildSpec> = (0..n).map(|i| shard_child(&cs, &cache, i)).collect();
         if cache.l2().is_some() {
@@ -206,7 +211,9 @@ fn cache_child(settings: &Settings, cache: Cache) -> ChildSpec {
             let (actor, _handle) = Actor::spawn_linked(None, supervisor, args, ctx.supervisor).await?;
             Ok(StartedChild::supervisor(actor))
         }
-    })
+    });
+    // the supervisor down: so are its shards, whatever became of them
+    slots.iter().fold(spec, |spec, slot| spec.with_slot(slot))
 }
 
 fn shard_child(cs: &crate::config::CacheSettings, cache: &Cache, index: usize) -> ChildSpec {
@@ -222,6 +229,7 @@ fn shard_child(cs: &crate::config::CacheSettings, cache: &Cache, index: usize) -
         compress_threshold: cs.compress_threshold_bytes,
     };
     let breaker = cache.l2().map(|l2| l2.breaker().clone());
+    let marker = cache.slot(index).cloned();
     let cache = cache.clone();
     let spec = ChildSpec::new(format!("cache-shard-{index}"), "cache-shard", move |ctx| {
         let shard = shard.clone();
@@ -240,6 +248,10 @@ fn shard_child(cs: &crate::config::CacheSettings, cache: &Cache, index: usize) -
             Ok(StartedChild::worker(actor))
         }
     });
+    let spec = match marker {
+        Some(slot) => spec.with_slot(&slot),
+        None => spec,
+    };
     match breaker {
         Some(breaker) => spec.with_breaker(breaker),
         None => spec,

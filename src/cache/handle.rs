@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::bypass::{Bypass, BypassReason, BypassStats};
 use super::format::CachedValue;
 use super::generations::{Family, Generations};
 use super::reader::L2Reader;
@@ -53,6 +54,9 @@ pub enum CacheError {
     /// No answer before the deadline (the load goes on and still fills the cache).
     #[error("the cache did not answer in time")]
     Timeout,
+    /// The shard could not answer and the bounded path to the database is full.
+    #[error("too many reads are bypassing the cache; try again shortly")]
+    Overloaded,
 }
 
 /// Pub/sub message announcing invalidations to the other nodes.
@@ -94,6 +98,8 @@ struct Inner {
     reader: Option<L2Reader>,
     generations: Generations,
     ask_timeout: Duration,
+    /// Reads whose shard cannot answer go to the database through this.
+    bypass: Bypass,
     node: String,
     /// Whether this node's invalidation subscription is live.
     subscribed: tokio::sync::watch::Sender<bool>,
@@ -108,12 +114,14 @@ pub struct Cache {
 impl Cache {
     /// A cache of `shards` shards (their actors are started by the cache supervisor).
     /// With `l2`, it starts the [`L2Reader`] (at most `l2_reads_in_flight` batches
-    /// at once), so it must be called within a Tokio runtime.
+    /// at once), so it must be called within a Tokio runtime. Reads whose shard
+    /// cannot answer go to the database through `bypass`.
     pub fn new(
         shards: usize,
         l2: Option<RedisTier>,
         l2_reads_in_flight: usize,
         ask_timeout: Duration,
+        bypass: Bypass,
     ) -> Self {
         let shards = shards.max(1);
         let inner = Inner {
@@ -123,6 +131,7 @@ impl Cache {
             l2,
             generations: Generations::default(),
             ask_timeout,
+            bypass,
             node: uuid::Uuid::new_v4().to_string(),
             subscribed: tokio::sync::watch::Sender::new(false),
         };
@@ -189,15 +198,25 @@ impl Cache {
                 reply,
             })
             .await;
-        match ask {
-            Ok(result) => result.map_err(CacheError::Load),
-            Err(AskError::Timeout(_)) => Err(CacheError::Timeout),
-            Err(AskError::Unavailable(_)) => {
-                // no shard to ask: serve from the database rather than fail
-                metrics::cache_lookup("l1", "bypass");
-                loader().await.map_err(CacheError::Load)
-            }
-        }
+        let reason = match ask {
+            Ok(result) => return result.map_err(CacheError::Load),
+            Err(AskError::Timeout(_)) => return Err(CacheError::Timeout),
+            Err(AskError::Down(_)) => BypassReason::ShardDown,
+            Err(AskError::Unavailable(_)) => BypassReason::ShardUnavailable,
+        };
+        // no shard to ask: serve from the database rather than fail, within bounds
+        metrics::cache_lookup("l1", "bypass");
+        Box::pin(self.inner.bypass.load(reason, &loader)).await
+    }
+
+    /// How many shards are marked down.
+    pub fn shards_down(&self) -> usize {
+        self.inner.shards.iter().filter(|slot| slot.is_down()).count()
+    }
+
+    /// What this node bypassed so far.
+    pub fn bypass_stats(&self) -> BypassStats {
+        self.inner.bypass.stats()
     }
 
     /// The key of a `kind` page that depends on `families` (and the epoch), stamped

@@ -50,6 +50,9 @@ pub enum ReadError {
     /// The cache did not answer in time.
     #[error("the cache did not answer in time")]
     Timeout,
+    /// The shard could not answer and the bounded path to the database is full.
+    #[error("too many reads are bypassing the cache; try again shortly")]
+    Overloaded,
     /// Building the cached value failed (a bug, not the query).
     #[error("{0}")]
     Internal(String),
@@ -153,6 +156,7 @@ struct SharedExploreError(Arc<ExploreError>);
 fn from_cache(err: CacheError) -> ReadError {
     match err {
         CacheError::Timeout => ReadError::Timeout,
+        CacheError::Overloaded => ReadError::Overloaded,
         CacheError::Load(load) => match load.downcast_ref::<SharedExploreError>() {
             Some(shared) => ReadError::Explore(shared.0.clone()),
             None => ReadError::Internal(load.to_string()),

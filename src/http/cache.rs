@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Admin;
+use crate::cache::bypass::BypassStats;
 use crate::cache::handle::ShardReport;
 use crate::explore::warm::{WarmReport, warm as run_warm};
 use crate::supervision::breaker::BreakerSnapshot;
@@ -23,6 +24,10 @@ pub struct CacheReport {
     pub breaker: Option<BreakerSnapshot>,
     /// Explore reads that reached the database since start (all paths).
     pub db_loads: u64,
+    /// Shards marked down (their reads bypass the cache).
+    pub shards_down: usize,
+    /// Reads that bypassed the cache since start because their shard could not answer.
+    pub bypass: BypassStats,
     #[schema(value_type = Vec<Object>)]
     pub shards: Vec<ShardReport>,
 }
@@ -40,11 +45,27 @@ pub async fn report(State(state): State<AppState>, caller: Admin) -> Json<CacheR
     let explore = state.explore();
     let db_loads = explore.service().loads();
     let Some(cache) = explore.cache() else {
-        return Json(CacheReport { enabled: false, l2: false, breaker: None, db_loads, shards: Vec::new() });
+        return Json(CacheReport {
+            enabled: false,
+            l2: false,
+            breaker: None,
+            db_loads,
+            shards_down: 0,
+            bypass: BypassStats::default(),
+            shards: Vec::new(),
+        });
     };
     let breaker = cache.l2().map(|l2| l2.breaker().snapshot());
     let shards = cache.report().await;
-    Json(CacheReport { enabled: true, l2: cache.l2().is_some(), breaker, db_loads, shards })
+    Json(CacheReport {
+        enabled: true,
+        l2: cache.l2().is_some(),
+        breaker,
+        db_loads,
+        shards_down: cache.shards_down(),
+        bypass: cache.bypass_stats(),
+        shards,
+    })
 }
 
 /// Flushes L1 on every node and makes every L2 entry unreachable.

@@ -225,14 +225,7 @@ impl From<&ExploreError> for ApiError {
             },
             ExploreError::BadQuery(message) => Self::bad_request("invalid_query", message.clone()),
             ExploreError::InvalidCursor => Self::bad_request("invalid_cursor", err.to_string()),
-            ExploreError::Database(db) => match db {
-                sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => Self::Unavailable {
-                    code: "database_unavailable",
-                    message: "the database is unavailable".to_owned(),
-                    retry_after: Duration::from_secs(2),
-                },
-                other => Self::Internal(format!("database: {other}")),
-            },
+            ExploreError::Database(db) => Self::from(db),
         }
     }
 }
@@ -247,6 +240,11 @@ impl From<ReadError> for ApiError {
                 message: err.to_string(),
                 retry_after: Duration::from_secs(1),
             },
+            ReadError::Overloaded => Self::Unavailable {
+                code: "overloaded",
+                message: err.to_string(),
+                retry_after: Duration::from_secs(1),
+            },
         }
     }
 }
@@ -256,6 +254,7 @@ impl From<AskError> for ApiError {
         let code = match err {
             AskError::Unavailable(_) => "actor_unavailable",
             AskError::Timeout(_) => "actor_timeout",
+            AskError::Down(_) => "actor_down",
         };
         Self::Unavailable { code, message: err.to_string(), retry_after: Duration::from_secs(1) }
     }
@@ -289,13 +288,23 @@ impl From<PathRejection> for ApiError {
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(err: sea_orm::DbErr) -> Self {
-        match err {
-            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => Self::Unavailable {
+        Self::from(&err)
+    }
+}
+
+/// Every database error becomes HTTP here: connection-level failures (see
+/// [`crate::db::unavailable`]) are 503 `database_unavailable`, the rest 500.
+impl From<&sea_orm::DbErr> for ApiError {
+    fn from(err: &sea_orm::DbErr) -> Self {
+        if crate::db::unavailable::is_unavailable(err) {
+            tracing::debug!(error = %err, "database unavailable");
+            Self::Unavailable {
                 code: "database_unavailable",
                 message: "the database is unavailable".to_owned(),
                 retry_after: Duration::from_secs(2),
-            },
-            other => Self::Internal(format!("database: {other}")),
+            }
+        } else {
+            Self::Internal(format!("database: {err}"))
         }
     }
 }

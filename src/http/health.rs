@@ -67,7 +67,39 @@ pub fn overall(components: &BTreeMap<String, ComponentHealth>, actors_down: usiz
     overall
 }
 
+/// The cache as a component: `degraded` while any shard is marked down (its reads
+/// go to the database, so the node still serves); absent when the cache is off.
+fn cache_component(state: &AppState) -> Option<ComponentHealth> {
+    let cache = state.explore().cache()?;
+    let down = cache.shards_down();
+    let (status, last_error) = match down {
+        0 => (ComponentStatus::Ok, None),
+        n => {
+            let total = cache.shard_count();
+            let why = format!("{n} of {total} cache shards are down; their reads go to the database");
+            (ComponentStatus::Degraded, Some(why))
+        }
+    };
+    Some(ComponentHealth {
+        status,
+        critical: false,
+        latency_ms: None,
+        last_error,
+        checked_at: Some(chrono::Utc::now()),
+        consecutive_failures: 0,
+        breaker: None,
+    })
+}
+
 async fn report(state: &AppState) -> BTreeMap<String, ComponentHealth> {
+    let mut components = probed(state).await;
+    if let Some(cache) = cache_component(state) {
+        components.insert("cache".to_owned(), cache);
+    }
+    components
+}
+
+async fn probed(state: &AppState) -> BTreeMap<String, ComponentHealth> {
     let health = &state.runtime().health;
     // health answers fast or says why not: never wait out a long restart backoff here
     let deadline = state.runtime().ask_timeout().min(std::time::Duration::from_secs(1));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ractor::{ActorCell, ActorRef, Message, SpawnErr};
 
 use super::breaker::CircuitBreaker;
+use super::slot::{ActorSlot, Availability};
 use super::supervisor::SupervisorMsg;
 use super::tree::ActorStats;
 
@@ -35,6 +36,8 @@ pub struct ChildSpec {
     pub(super) name: String,
     pub(super) kind: &'static str,
     pub(super) breaker: Option<Arc<CircuitBreaker>>,
+    /// Told when the child is marked down and when it is back (see [`ChildSpec::with_slot`]).
+    pub(super) slots: Vec<Box<dyn Availability>>,
     pub(super) start: Box<StartFn>,
 }
 
@@ -45,13 +48,37 @@ impl ChildSpec {
         F: Fn(ChildContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<StartedChild, SpawnErr>> + Send + 'static,
     {
-        Self { name: name.into(), kind, breaker: None, start: Box::new(move |ctx| Box::pin(start(ctx))) }
+        Self {
+            name: name.into(),
+            kind,
+            breaker: None,
+            slots: Vec::new(),
+            start: Box::new(move |ctx| Box::pin(start(ctx))),
+        }
     }
 
     /// Shows this breaker's state beside the child in the actor tree.
     pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> Self {
         self.breaker = Some(breaker);
         self
+    }
+
+    /// Marks `slot` down when this child is marked down, so asks through it fail at
+    /// once instead of waiting out their deadline; the child's start function must
+    /// publish each incarnation to the slot ([`ActorSlot::set`], which marks it up).
+    /// A nested supervisor takes the slots of the workers below it: when it is
+    /// down, so are they.
+    pub fn with_slot<M: Message>(mut self, slot: &ActorSlot<M>) -> Self {
+        self.slots.push(Box::new(slot.clone()));
+        self
+    }
+
+    /// Marks every slot of this child down. Nothing marks them up again: each
+    /// is back when its start function publishes a new incarnation there.
+    pub(super) fn set_down(&self) {
+        for slot in &self.slots {
+            slot.set_down(true);
+        }
     }
 
     /// The child's name, unique within the node.

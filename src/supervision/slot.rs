@@ -1,5 +1,8 @@
 //! [`ActorSlot`]: where callers find the current incarnation of a supervised actor,
-//! and [`ask`], the one way handlers call actors (deadline, one retry after a restart).
+//! and [`ActorSlot::ask`], the one way handlers call actors (deadline, one retry
+//! after a restart). A slot also knows, without asking a mailbox, whether its
+//! actor is marked down: the supervisor says so through [`Availability`], and an
+//! ask then fails at once with [`AskError::Down`] instead of waiting out its deadline.
 
 use std::time::Duration;
 
@@ -10,19 +13,33 @@ use tokio::time::Instant;
 /// Why an ask did not get an answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AskError {
-    /// The actor is not running (restarting or down) and did not come back in time.
+    /// The actor is not running (restarting) and did not come back in time.
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
     /// The actor did not answer before the deadline.
     #[error("{0} did not answer in time")]
     Timeout(&'static str),
+    /// The actor is marked down (past its restart intensity): not asked at all.
+    #[error("{0} is down")]
+    Down(&'static str),
+}
+
+/// What a supervisor tells the slot(s) of a child about that child.
+pub trait Availability: Send + Sync {
+    /// Marks the child down (`true`: past its restart intensity) or back (`false`).
+    fn set_down(&self, down: bool);
+}
+
+struct SlotState<M: Message> {
+    actor: Option<ActorRef<M>>,
+    down: bool,
 }
 
 /// The current [`ActorRef`] of a supervised actor; its start function publishes
 /// each new incarnation here.
 pub struct ActorSlot<M: Message> {
     name: &'static str,
-    tx: watch::Sender<Option<ActorRef<M>>>,
+    tx: watch::Sender<SlotState<M>>,
 }
 
 impl<M: Message> Clone for ActorSlot<M> {
@@ -31,20 +48,31 @@ impl<M: Message> Clone for ActorSlot<M> {
     }
 }
 
+impl<M: Message> Availability for ActorSlot<M> {
+    fn set_down(&self, down: bool) {
+        self.tx.send_if_modified(|state| std::mem::replace(&mut state.down, down) != down);
+    }
+}
+
 impl<M: Message> ActorSlot<M> {
     /// An empty slot for the actor called `name`.
     pub fn new(name: &'static str) -> Self {
-        Self { name, tx: watch::Sender::new(None) }
+        Self { name, tx: watch::Sender::new(SlotState { actor: None, down: false }) }
     }
 
-    /// Publishes a new incarnation.
+    /// Publishes a new incarnation (which is, by being started, no longer down).
     pub fn set(&self, actor: ActorRef<M>) {
-        self.tx.send_replace(Some(actor));
+        self.tx.send_replace(SlotState { actor: Some(actor), down: false });
     }
 
-    /// The current incarnation, if any.
+    /// The current incarnation, if any (a down actor's last one is dead).
     pub fn get(&self) -> Option<ActorRef<M>> {
-        self.tx.borrow().clone()
+        self.tx.borrow().actor.clone()
+    }
+
+    /// Whether the actor is marked down.
+    pub fn is_down(&self) -> bool {
+        self.tx.borrow().down
     }
 
     /// The actor's name.
@@ -55,30 +83,43 @@ impl<M: Message> ActorSlot<M> {
     /// Sends without waiting for an answer; `false` when the actor is not running
     /// (the message is dropped: use this only for what may be lost, like view counts).
     pub fn cast(&self, message: M) -> bool {
-        self.get().is_some_and(|actor| actor.cast(message).is_ok())
+        let actor = {
+            let state = self.tx.borrow();
+            if state.down {
+                return false;
+            }
+            state.actor.clone()
+        };
+        actor.is_some_and(|actor| actor.cast(message).is_ok())
     }
 
-    /// Waits until an incarnation other than `previous` is published, or the deadline.
+    /// Waits until an incarnation other than `previous` is published, the actor is
+    /// marked down, or the deadline.
     async fn next_incarnation(
         &self,
         previous: Option<ractor::ActorId>,
         deadline: Instant,
-    ) -> Option<ActorRef<M>> {
+    ) -> Result<ActorRef<M>, AskError> {
         let mut rx = self.tx.subscribe();
-        let wait = rx.wait_for(|current| match (current, previous) {
-            (Some(actor), Some(prev)) => actor.get_id() != prev,
-            (Some(_), None) => true,
-            (None, _) => false,
+        let wait = rx.wait_for(|current| {
+            current.down
+                || match (&current.actor, previous) {
+                    (Some(actor), Some(prev)) => actor.get_id() != prev,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                }
         });
         match tokio::time::timeout_at(deadline, wait).await {
-            Ok(Ok(actor)) => actor.clone(),
-            _ => None,
+            Ok(Ok(state)) if state.down => Err(AskError::Down(self.name)),
+            Ok(Ok(state)) => state.actor.clone().ok_or(AskError::Unavailable(self.name)),
+            _ => Err(AskError::Unavailable(self.name)),
         }
     }
 
     /// Calls the actor with a deadline. If the actor is dead when asked (or dies
     /// before answering), waits for its supervisor to restart it and tries once
-    /// more within the same deadline.
+    /// more within the same deadline. An actor marked down is not asked: the call
+    /// fails at once with [`AskError::Down`] (also while waiting for a restart).
     pub async fn ask<T, F>(&self, timeout: Duration, build: F) -> Result<T, AskError>
     where
         T: Send + 'static,
@@ -87,13 +128,17 @@ impl<M: Message> ActorSlot<M> {
         let deadline = Instant::now() + timeout;
         let mut previous = None;
         for _attempt in 0..2 {
-            let actor = match self.get() {
-                Some(actor) if Some(actor.get_id()) != previous => Some(actor),
-                // boxed: only a restart takes this path; every ask's state stays small
-                _ => Box::pin(self.next_incarnation(previous, deadline)).await,
+            let current = {
+                let state = self.tx.borrow();
+                if state.down {
+                    return Err(AskError::Down(self.name));
+                }
+                state.actor.clone().filter(|actor| Some(actor.get_id()) != previous)
             };
-            let Some(actor) = actor else {
-                return Err(AskError::Unavailable(self.name));
+            let actor = match current {
+                Some(actor) => actor,
+                // boxed: only a restart takes this path; every ask's state stays small
+                None => Box::pin(self.next_incarnation(previous, deadline)).await?,
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -117,5 +162,111 @@ impl<M: Message> ActorSlot<M> {
             }
         }
         Err(AskError::Unavailable(self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr};
+
+    use super::*;
+
+    struct Echo;
+
+    enum EchoMsg {
+        Ping(RpcReplyPort<u32>),
+    }
+
+    impl Message for EchoMsg {}
+
+    impl Actor for Echo {
+        type Msg = EchoMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _myself: ActorRef<EchoMsg>, _args: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<EchoMsg>,
+            message: EchoMsg,
+            _state: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            let EchoMsg::Ping(reply) = message;
+            let _ = reply.send(7);
+            Ok(())
+        }
+    }
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_actor_is_not_waited_for() {
+        let slot = ActorSlot::<EchoMsg>::new("echo");
+        let (actor, handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        slot.set(actor.clone());
+        assert_eq!(slot.ask(LONG, EchoMsg::Ping).await, Ok(7));
+        actor.kill();
+        handle.await.unwrap();
+
+        // an ask that found the actor dead waits for a restart...
+        let waiting = tokio::spawn({
+            let slot = slot.clone();
+            async move {
+                let started = Instant::now();
+                (slot.ask(LONG, EchoMsg::Ping).await, started.elapsed())
+            }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished());
+        // ...until the supervisor marks the actor down: then it fails at once
+        slot.set_down(true);
+        assert!(slot.is_down());
+        let (result, elapsed) = waiting.await.unwrap();
+        assert_eq!(result, Err(AskError::Down("echo")));
+        assert!(elapsed < LONG / 100, "waited {elapsed:?}");
+
+        // and a new ask is refused without waiting at all
+        let started = Instant::now();
+        assert_eq!(slot.ask(LONG, EchoMsg::Ping).await, Err(AskError::Down("echo")));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert!(!slot.cast(EchoMsg::Ping(tokio::sync::oneshot::channel().0.into())));
+
+        // a new incarnation brings it back
+        let (actor, _handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        slot.set(actor.clone());
+        assert!(!slot.is_down());
+        assert_eq!(slot.ask(LONG, EchoMsg::Ping).await, Ok(7));
+        actor.kill();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarting_actor_is_waited_for_within_the_deadline() {
+        let slot = ActorSlot::<EchoMsg>::new("echo");
+        let (actor, handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        slot.set(actor.clone());
+        actor.kill();
+        handle.await.unwrap();
+        let waiting = tokio::spawn({
+            let slot = slot.clone();
+            async move { slot.ask(LONG, EchoMsg::Ping).await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let (actor, _handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        slot.set(actor.clone());
+        assert_eq!(waiting.await.unwrap(), Ok(7));
+        actor.kill();
+
+        // no restart at all: unavailable after the deadline, not down
+        let empty = ActorSlot::<EchoMsg>::new("echo");
+        let started = Instant::now();
+        assert_eq!(empty.ask(LONG, EchoMsg::Ping).await, Err(AskError::Unavailable("echo")));
+        assert!(started.elapsed() >= LONG);
     }
 }

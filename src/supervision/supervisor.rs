@@ -251,6 +251,7 @@ impl Supervisor {
             Ok(started) => {
                 child.running = Some(started);
                 if child.marked_down {
+                    // its slots are back up as the start function publishes the new incarnation
                     child.marked_down = false;
                     metrics::actor_down(&child.spec.name, false);
                 }
@@ -288,6 +289,8 @@ impl Supervisor {
                 child.status = NodeStatus::Down;
                 child.generation += 1;
                 child.marked_down = true;
+                // asks through its slots now fail at once rather than wait for a restart
+                child.spec.set_down();
                 metrics::actor_down(&child.spec.name, true);
                 tracing::error!(
                     supervisor = %self.name,

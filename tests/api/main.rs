@@ -14,6 +14,7 @@ mod auth;
 mod cache;
 mod chaos;
 mod config;
+mod degraded;
 mod edge;
 mod errors;
 mod explore;
