@@ -5,7 +5,7 @@ use std::process::Command;
 
 fn catalogue() -> PathBuf {
     std::env::var_os("CASTWORK_TEST_CATALOG").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/arxiv/catalog.jsonl.gz")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/arxiv/catalog.jsonl.gz")
     })
 }
 
