@@ -16,6 +16,7 @@ mod chaos;
 mod config;
 mod errors;
 mod explore;
+mod files;
 mod health;
 mod import;
 mod items;
