@@ -161,24 +161,42 @@ pub struct ItemInput {
     /// path, or be left out. 1–128 characters of letters, digits and `. _ - /`, starting
     /// with a letter or digit.
     #[serde(default)]
-    #[schema(example = "2506.20941", min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
+    #[schema(
+        example = "2506.20941",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+    )]
     pub id: Option<String>,
     /// Not blank; at most 500 characters.
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\uE000\uE001]*[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\uE000\uE001][^\uE000\uE001]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\uE000\uE001]*[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\uE000\uE001][^\uE000\uE001]*$"
+    )]
     pub title: String,
     /// At most 100 KiB.
     #[serde(default)]
     #[schema(pattern = r"^[^\uE000\uE001]*$")]
     pub body: String,
     /// The category's display name; not blank.
-    #[schema(example = "Computer Vision and Pattern Recognition", min_length = 1, max_length = 200,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    #[schema(
+        example = "Computer Vision and Pattern Recognition",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub category: String,
     /// Letters, digits, `.` and `-`, starting with a letter.
     #[schema(example = "cs.CV", min_length = 1, max_length = 64, pattern = r"^[A-Za-z][A-Za-z0-9.-]*$")]
     pub category_code: String,
     /// The top-level group; not blank.
-    #[schema(example = "Computer Science", min_length = 1, max_length = 100, pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    #[schema(
+        example = "Computer Science",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub group: String,
     /// At most 20 distinct category codes.
     #[serde(default)]
@@ -186,8 +204,12 @@ pub struct ItemInput {
     pub tags: Vec<String>,
     /// An `http://` or `https://` URL of at most 2048 characters.
     #[serde(default)]
-    #[schema(format = "uri", example = "https://arxiv.org/abs/2506.20941", max_length = 2048,
-        pattern = r"^https?://")]
+    #[schema(
+        format = "uri",
+        example = "https://arxiv.org/abs/2506.20941",
+        max_length = 2048,
+        pattern = r"^https?://"
+    )]
     pub source_url: Option<String>,
     /// A date-time in the years 1900–2200.
     #[schema(pattern = r"^(19[0-9]{2}|2[01][0-9]{2}|2200)-")]
@@ -222,15 +244,27 @@ fn nullable_tag_list() -> utoipa::openapi::Array {
 #[serde(deny_unknown_fields)]
 pub struct ItemPatch {
     /// As in [`ItemInput`]; left out or `null`: unchanged (likewise below, but for `source_url`).
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\uE000\uE001]*[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\uE000\uE001][^\uE000\uE001]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\uE000\uE001]*[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\uE000\uE001][^\uE000\uE001]*$"
+    )]
     pub title: Option<String>,
     #[schema(pattern = r"^[^\uE000\uE001]*$")]
     pub body: Option<String>,
-    #[schema(min_length = 1, max_length = 200, pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub category: Option<String>,
     #[schema(example = "cs.CV", min_length = 1, max_length = 64, pattern = r"^[A-Za-z][A-Za-z0-9.-]*$")]
     pub category_code: Option<String>,
-    #[schema(min_length = 1, max_length = 100, pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub group: Option<String>,
     #[schema(schema_with = nullable_tag_list)]
     pub tags: Option<Vec<String>>,

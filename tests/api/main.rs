@@ -21,5 +21,6 @@ mod health;
 mod import;
 mod items;
 mod openapi;
+mod openapi_rules;
 mod proxy_smoke;
 mod redis_outage;
