@@ -8,13 +8,13 @@
 # Usage: scripts/fuzz-api.sh [max-examples-per-operation] [seed]
 #   FUZZ_TIME_LIMIT  seconds the schemathesis run may take (default 170)
 #   FUZZ_VENV        virtual environment holding schemathesis (default .venv-fuzz)
-#   CASTWORK_BIN     the binary to fuzz (default: cargo build, then
+#   FUZZ_BIN     the binary to fuzz (default: cargo build, then
 #                    $CARGO_TARGET_DIR/debug/castwork)
 #   FUZZ_REPORT_DIR  keep schemathesis' JUnit report and the node's log here
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-max_examples=${1:-30}
+max_examples=${1:-50}
 seed=${2:-1}
 time_limit=${FUZZ_TIME_LIMIT:-170}
 venv=${FUZZ_VENV:-.venv-fuzz}
@@ -26,9 +26,9 @@ if [ ! -x "$venv/bin/st" ] || ! "$venv/bin/st" --version 2>/dev/null | grep -q "
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
 fi
 
-if [ -z "${CASTWORK_BIN:-}" ]; then
+if [ -z "${FUZZ_BIN:-}" ]; then
     cargo build --quiet --bin castwork
-    CASTWORK_BIN="${CARGO_TARGET_DIR:-target}/debug/castwork"
+    FUZZ_BIN="${CARGO_TARGET_DIR:-target}/debug/castwork"
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/castwork-fuzz.XXXXXX")
@@ -48,7 +48,7 @@ trap cleanup EXIT
 
 # Only this script's settings: nothing from the caller's CASTWORK_* variables.
 while IFS='=' read -r name _; do
-    case "$name" in CASTWORK_BIN) ;; CASTWORK_*) unset "$name" ;; esac
+    case "$name" in CASTWORK_*) unset "$name" ;; esac
 done < <(env)
 admin_password="fuzz-admin-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 export CASTWORK_DATA_DIR="$work/data"
@@ -60,7 +60,7 @@ export CASTWORK_BOOTSTRAP_ADMIN_PASSWORD="$admin_password"
 # the fuzzer sends many wrong logins; the slow-down is tested elsewhere
 export CASTWORK_AUTH__LOGIN_BURST=1000000 CASTWORK_AUTH__LOGIN_PER_MINUTE=1000000
 
-"$CASTWORK_BIN" serve >"$work/node.log" 2>&1 &
+"$FUZZ_BIN" serve >"$work/node.log" 2>&1 &
 server=$!
 
 port=""
