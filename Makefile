@@ -2,7 +2,7 @@
 # `make test` runs the whole test suite against the local services.
 CARGO ?= cargo
 
-.PHONY: run test check fmt clippy lint ci services build release
+.PHONY: run test fuzz check fmt clippy lint ci services build release
 
 ## Run the service with no configuration (SQLite in ./data, 127.0.0.1:8080).
 run:
@@ -11,6 +11,10 @@ run:
 ## Run every test (unit, property and integration; SQLite and PostgreSQL).
 test:
 	$(CARGO) test --all-targets
+
+## Fuzz the whole API from its OpenAPI document (schemathesis; seeded, at most 3 minutes).
+fuzz:
+	bash scripts/fuzz-api.sh
 
 build:
 	$(CARGO) build --workspace --all-targets

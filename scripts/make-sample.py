@@ -11,7 +11,7 @@ the gzip header carries no file name and mtime 0, so the output is byte-for-byte
 reproducible.
 
 Usage: scripts/make-sample.py [SOURCE] [DEST]
-  SOURCE defaults to /work/shared/data/arxiv/catalog.jsonl.gz
+  SOURCE defaults to assets/arxiv/catalog.jsonl.gz (relative to the repository root)
   DEST   defaults to data/sample-catalog.jsonl.gz (relative to the repository root)
 """
 
@@ -26,7 +26,7 @@ TARGET = 2000
 FLOOR = 60
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("/work/shared/data/arxiv/catalog.jsonl.gz")
+SOURCE = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "assets" / "arxiv" / "catalog.jsonl.gz"
 DEST = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "data" / "sample-catalog.jsonl.gz"
 
 

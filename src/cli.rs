@@ -82,7 +82,7 @@ impl Cli {
             Command::Config => {
                 let text = settings.to_redacted_toml().context("failed to render the configuration")?;
                 let mut out = std::io::stdout().lock();
-                writeln!(out, "# environment: {}", settings.environment.0).context("failed to write")?;
+                writeln!(out, "# environment: {}", settings.environment).context("failed to write")?;
                 out.write_all(text.as_bytes()).context("failed to write the configuration")
             }
             Command::User { command: UserCommand::Add { username, role, password_stdin } } => {

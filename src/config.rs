@@ -16,11 +16,16 @@ use serde::{Deserialize, Serialize};
 use crate::supervision::backoff::Backoff;
 use crate::supervision::intensity::RestartIntensity;
 
+mod environment;
+
+pub use environment::{Environment, MIN_SECRET_BITS, estimated_entropy_bits};
+
 /// The environment variables castwork reads, in one place.
 pub mod env {
     /// Prefix of every configuration override (`CASTWORK_SERVER__PORT`, ...).
     pub const PREFIX: &str = "CASTWORK_";
-    /// Selects `config/$CASTWORK_ENV.toml` and the environment's rules (`production` is strict).
+    /// `development` (default), `test` or `production` (strict), any case; selects
+    /// `config/<name>.toml` by the lowercase name. Any other value is refused.
     pub const ENVIRONMENT: &str = "CASTWORK_ENV";
     /// Directory holding the per-environment TOML files (default `./config`).
     pub const CONFIG_DIR: &str = "CASTWORK_CONFIG_DIR";
@@ -34,9 +39,18 @@ pub mod env {
     pub const TEST_PG_URL: &str = "CASTWORK_TEST_PG_URL";
     /// Redis the integration tests use (default `redis://127.0.0.1:6379`).
     pub const TEST_REDIS_URL: &str = "CASTWORK_TEST_REDIS_URL";
+    /// Catalogue the whole-catalogue import test reads (default `assets/arxiv/catalog.jsonl.gz`).
+    pub const TEST_CATALOG: &str = "CASTWORK_TEST_CATALOG";
     /// Keys under [`PREFIX`] that are not configuration keys.
-    pub(super) const NOT_KEYS: [&str; 6] =
-        ["env", "config_dir", "bootstrap_admin_password", "user_password", "test_pg_url", "test_redis_url"];
+    pub(super) const NOT_KEYS: [&str; 7] = [
+        "env",
+        "config_dir",
+        "bootstrap_admin_password",
+        "user_password",
+        "test_pg_url",
+        "test_redis_url",
+        "test_catalog",
+    ];
 }
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -89,21 +103,6 @@ impl Serialize for Secret {
     }
 }
 
-/// Which environment castwork runs in; `production` enforces stricter rules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Environment(pub String);
-
-impl Environment {
-    /// Reads `CASTWORK_ENV`, defaulting to `development`.
-    pub fn from_env() -> Self {
-        Self(std::env::var(env::ENVIRONMENT).unwrap_or_else(|_| "development".to_owned()))
-    }
-    /// Whether this is `production`.
-    pub fn is_production(&self) -> bool {
-        self.0 == "production"
-    }
-}
-
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -128,8 +127,8 @@ pub struct Settings {
     pub explore: ExploreSettings,
     /// The Explore cache.
     pub cache: CacheSettings,
-    /// The environment name, from `CASTWORK_ENV` (not a key).
-    #[serde(skip, default = "Environment::from_env")]
+    /// The environment, from `CASTWORK_ENV` (not a key).
+    #[serde(skip)]
     pub environment: Environment,
     /// Password of the bootstrap `admin` user, from `CASTWORK_BOOTSTRAP_ADMIN_PASSWORD` (not a key).
     #[serde(skip, default = "bootstrap_admin_password")]
@@ -402,24 +401,31 @@ impl SupervisionSettings {
 impl Settings {
     /// Loads the layered configuration from the process environment and validates it.
     pub fn load() -> Result<Self, ConfigError> {
-        let environment = Environment::from_env();
+        let environment = Environment::from_env()?;
         let dir =
             std::env::var(env::CONFIG_DIR).map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("config"));
         let figment = Self::figment(&environment, &dir);
-        Self::from_figment(figment)
+        Self::from_figment_in(figment, environment)
     }
 
     /// The layered sources, without the environment-specific rules applied.
     pub fn figment(environment: &Environment, config_dir: &Path) -> Figment {
         Figment::new()
             .merge(Toml::string(DEFAULTS))
-            .merge(Toml::file(config_dir.join(format!("{}.toml", environment.0))))
+            .merge(Toml::file(config_dir.join(format!("{}.toml", environment.name()))))
             .merge(Env::prefixed(env::PREFIX).split("__").ignore(&env::NOT_KEYS))
     }
 
-    /// Extracts and validates settings from any figment (tests layer their own values on top).
+    /// Extracts and validates settings from any figment (tests layer their own values on top),
+    /// under the rules of the environment `CASTWORK_ENV` names.
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let settings: Settings = figment.extract().map_err(|e| ConfigError::Source(one_line(&e)))?;
+        Self::from_figment_in(figment, Environment::from_env()?)
+    }
+
+    /// Extracts and validates settings from any figment under `environment`'s rules.
+    pub fn from_figment_in(figment: Figment, environment: Environment) -> Result<Self, ConfigError> {
+        let mut settings: Settings = figment.extract().map_err(|e| ConfigError::Source(one_line(&e)))?;
+        settings.environment = environment;
         settings.validate()?;
         Ok(settings)
     }
@@ -507,8 +513,23 @@ impl Settings {
                 if len > 0 && len < 32 {
                     return bad("auth.jwt_secret", "must be at least 32 bytes");
                 }
-                if len == 0 && self.environment.is_production() {
-                    return bad("auth.jwt_secret", "is required in production (at least 32 bytes)");
+                if self.environment.is_production() {
+                    if len == 0 {
+                        return bad(
+                            "auth.jwt_secret",
+                            "is required in production (generate one with `openssl rand -base64 48`)",
+                        );
+                    }
+                    let bits = estimated_entropy_bits(auth.jwt_secret.expose().as_bytes());
+                    if bits < MIN_SECRET_BITS {
+                        return bad(
+                            "auth.jwt_secret",
+                            format!(
+                                "is too predictable for production (about {bits:.0} bits estimated, \
+                                 {MIN_SECRET_BITS:.0} needed): generate one with `openssl rand -base64 48`"
+                            ),
+                        );
+                    }
                 }
             }
             JwtAlgorithm::EdDSA | JwtAlgorithm::RS256 => {
@@ -754,6 +775,27 @@ mod tests {
             let err = Settings::from_figment(base().merge(Serialized::default(key, value))).unwrap_err();
             assert!(err.to_string().contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn production_refuses_a_low_entropy_secret() {
+        for secret in ["a".repeat(32), "0123456789abcdef".repeat(2), "ab".repeat(40)] {
+            let figment = base().merge(Serialized::default("auth.jwt_secret", &secret));
+            let err = Settings::from_figment_in(figment, Environment::Production).unwrap_err().to_string();
+            assert!(err.contains("auth.jwt_secret"), "{err}");
+            assert!(err.contains("openssl rand -base64 48"), "{err}");
+            // the same secret is fine outside production
+            let figment = base().merge(Serialized::default("auth.jwt_secret", &secret));
+            assert!(Settings::from_figment_in(figment, Environment::Development).is_ok());
+        }
+    }
+
+    #[test]
+    fn production_accepts_a_generated_secret() {
+        let secret = "q8Jm0nV3y+1cXo9rT2fLwZ5bE7dKhA4sG6uYiP0jN2eR8tW1vB3xC5zM7lQ9aF0o";
+        let figment = base().merge(Serialized::default("auth.jwt_secret", secret));
+        let s = Settings::from_figment_in(figment, Environment::Production).unwrap();
+        assert_eq!(s.environment, Environment::Production);
     }
 
     #[test]

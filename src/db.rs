@@ -2,6 +2,7 @@
 //! `database.url` says so), migrations, and the sea-orm entities.
 
 pub mod entities;
+pub mod files;
 pub mod unavailable;
 
 use std::time::Duration;
@@ -18,6 +19,9 @@ pub enum DbError {
     /// The data directory for the embedded SQLite file could not be created.
     #[error("failed to create data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    /// The database file's permissions could not be set.
+    #[error("failed to restrict access to {path}: {source}")]
+    Permissions { path: String, source: std::io::Error },
     /// The connection could not be opened.
     #[error("failed to connect to the database ({backend}): {source}")]
     Connect { backend: &'static str, source: DbErr },
@@ -26,14 +30,18 @@ pub enum DbError {
     Migrate(DbErr),
 }
 
-/// Opens the connection pool described by the settings. For the embedded SQLite
-/// file, creates `data_dir` when missing and turns on WAL.
+/// Opens the connection pool described by the settings. For a SQLite file,
+/// turns on WAL and keeps the file owner-only (0600 on Unix); when it lies in
+/// `data_dir`, creates that directory owner-only (0700) or tightens it
+/// ([`files`]).
 pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbError> {
     let url = settings.database_url();
     let backend = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
-    if settings.database.url.is_empty() {
-        std::fs::create_dir_all(&settings.data_dir)
-            .map_err(|source| DbError::DataDir { path: settings.data_dir.display().to_string(), source })?;
+    if let Some(file) = files::sqlite_file(&url) {
+        if settings.database.url.is_empty() || file.path.starts_with(&settings.data_dir) {
+            files::secure_dir(&settings.data_dir)?;
+        }
+        files::secure_file(&file.path, file.create)?;
     }
     let mut options = ConnectOptions::new(url);
     options

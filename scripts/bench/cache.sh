@@ -18,7 +18,7 @@ connections=${2:-32}
 # each variant's measured time is split into this many interleaved rounds
 rounds=${ROUNDS:-3}
 slice=$(( (seconds + rounds - 1) / rounds ))
-catalog=${CATALOG:-../shared/data/arxiv/catalog.jsonl.gz}
+catalog=${CATALOG:-assets/arxiv/catalog.jsonl.gz}
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379}
 redis_host=${redis_url#redis://}
 redis_host=${redis_host%%/*}

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 backend=${1:-sqlite}
 seconds=${2:-15}
 connections=${3:-32}
-catalog=${CATALOG:-../shared/data/arxiv/catalog.jsonl.gz}
+catalog=${CATALOG:-assets/arxiv/catalog.jsonl.gz}
 work=$(mktemp -d /tmp/castwork-bench.XXXXXX)
 port=${PORT:-18080}
 export CASTWORK_AUTH__JWT_SECRET=bench-secret-0123456789abcdef0123456789

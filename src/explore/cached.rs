@@ -233,7 +233,9 @@ impl CachedExplore {
 
     /// A search page as JSON.
     pub async fn search(&self, q: &str, limit: u32, cursor: Option<&str>) -> Result<CachedValue, ReadError> {
-        let identity = digest(&[q, &limit.to_string(), cursor.unwrap_or("")]);
+        // an empty cursor (refused) must not share the first page's key
+        let cursor_part = cursor.map(|c| format!("k{c}"));
+        let identity = digest(&[q, &limit.to_string(), cursor_part.as_deref().unwrap_or("")]);
         let service = self.service.clone();
         let (q, cursor) = (q.to_owned(), cursor.map(str::to_owned));
         let loader: Loader = Arc::new(move || {

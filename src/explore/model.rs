@@ -149,6 +149,11 @@ pub struct GroupCount {
     pub categories: Vec<CategoryCount>,
 }
 
+// The `pattern`s below state in the OpenAPI document the rules that
+// `super::validate` enforces. "Blank" is what `str::trim` removes (Unicode
+// White_Space), spelt out rather than `\s`, whose meaning differs between regex
+// dialects; U+E000 and U+E001 are reserved for search highlighting.
+
 /// An item as written by a client (create and full replace).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -157,32 +162,82 @@ pub struct ItemInput {
     /// path, or be left out. 1–128 characters of letters, digits and `. _ - /`, starting
     /// with a letter or digit.
     #[serde(default)]
-    #[schema(example = "2506.20941")]
+    #[schema(
+        example = "2506.20941",
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+    )]
     pub id: Option<String>,
     /// Not blank; at most 500 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\uE000\uE001]*[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\uE000\uE001][^\uE000\uE001]*$"
+    )]
     pub title: String,
     /// At most 100 KiB.
     #[serde(default)]
+    #[schema(pattern = r"^[^\uE000\uE001]*$")]
     pub body: String,
     /// The category's display name; not blank.
-    #[schema(example = "Computer Vision and Pattern Recognition")]
+    #[schema(
+        example = "Computer Vision and Pattern Recognition",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub category: String,
     /// Letters, digits, `.` and `-`, starting with a letter.
-    #[schema(example = "cs.CV")]
+    #[schema(example = "cs.CV", min_length = 1, max_length = 64, pattern = r"^[A-Za-z][A-Za-z0-9.-]*$")]
     pub category_code: String,
     /// The top-level group; not blank.
-    #[schema(example = "Computer Science")]
+    #[schema(
+        example = "Computer Science",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub group: String,
     /// At most 20 distinct category codes.
     #[serde(default)]
-    #[schema(example = json!(["cs.CV", "cs.LG"]))]
+    #[schema(schema_with = tag_list)]
     pub tags: Vec<String>,
     /// An `http://` or `https://` URL of at most 2048 characters.
     #[serde(default)]
-    #[schema(format = "uri", example = "https://arxiv.org/abs/2506.20941")]
+    #[schema(
+        format = "uri",
+        example = "https://arxiv.org/abs/2506.20941",
+        max_length = 2048,
+        pattern = r"^https?://"
+    )]
     pub source_url: Option<String>,
     /// A date-time in the years 1900–2200.
+    #[schema(pattern = r"^(19[0-9]{2}|2[01][0-9]{2}|2200)-")]
     pub published_at: DateTime<Utc>,
+}
+
+/// At most 20 distinct category codes (`tags` in [`ItemInput`] and, nullable, in [`ItemPatch`]).
+fn tag_list() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let code = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(64))
+        .pattern(Some(r"^[A-Za-z][A-Za-z0-9.-]*$"));
+    ArrayBuilder::new()
+        .items(code)
+        .max_items(Some(crate::explore::validate::MAX_TAGS))
+        .unique_items(true)
+        .examples([serde_json::json!(["cs.CV", "cs.LG"])])
+        .build()
+}
+
+fn nullable_tag_list() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let mut list = tag_list();
+    list.schema_type = SchemaType::from_iter([Type::Array, Type::Null]);
+    list
 }
 
 /// A partial update (JSON merge patch semantics): a field left out keeps its value, a
@@ -194,35 +249,47 @@ pub struct ItemInput {
 pub struct ItemPatch {
     /// Not blank; at most 500 characters. Not nullable.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 500, pattern = r"^[^\uE000\uE001]*[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\uE000\uE001][^\uE000\uE001]*$")]
     pub title: Patch<String>,
     /// At most 100 KiB; `null` empties it.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^[^\uE000\uE001]*$")]
     pub body: Patch<String>,
     /// Not blank. Not nullable.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
-    #[schema(value_type = String, example = "Computer Vision and Pattern Recognition")]
+    #[schema(
+        value_type = String,
+        example = "Computer Vision and Pattern Recognition",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub category: Patch<String>,
     /// Letters, digits, `.` and `-`, starting with a letter. Not nullable.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
-    #[schema(value_type = String, example = "cs.CV")]
+    #[schema(value_type = String, example = "cs.CV", min_length = 1, max_length = 64, pattern = r"^[A-Za-z][A-Za-z0-9.-]*$")]
     pub category_code: Patch<String>,
     /// Not blank. Not nullable.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
-    #[schema(value_type = String, example = "Computer Science")]
+    #[schema(
+        value_type = String,
+        example = "Computer Science",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub group: Patch<String>,
     /// Replaces the whole list (at most 20 distinct category codes); `null` removes every tag.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
-    #[schema(value_type = Option<Vec<String>>, example = json!(["cs.CV", "cs.LG"]))]
+    #[schema(schema_with = nullable_tag_list)]
     pub tags: Patch<Vec<String>>,
     /// An `http://` or `https://` URL of at most 2048 characters; `null` clears it.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
-    #[schema(value_type = Option<String>, format = "uri")]
+    #[schema(value_type = Option<String>, format = "uri", max_length = 2048, pattern = r"^https?://")]
     pub source_url: Patch<String>,
     /// A date-time in the years 1900–2200. Not nullable.
     #[serde(default, skip_serializing_if = "Patch::is_absent")]
-    #[schema(value_type = String, format = DateTime)]
+    #[schema(value_type = String, format = DateTime, pattern = r"^(19[0-9]{2}|2[01][0-9]{2}|2200)-")]
     pub published_at: Patch<DateTime<Utc>>,
 }
 

@@ -23,10 +23,10 @@ use crate::metrics;
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Not empty.
-    #[schema(example = "admin")]
+    #[schema(example = "admin", min_length = 1)]
     pub username: String,
     /// Not empty.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1)]
     pub password: String,
 }
 

@@ -144,7 +144,8 @@ pub(super) fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
             full-text match of `q`."),
         ("limit" = Option<u32>, Query, description = "Page size; 20 when left out.", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, with the \
-            same filters and sort."),
+            same filters and sort. Opaque: only a cursor this API issued for the same query is \
+            accepted.", min_length = 24, max_length = 1024, pattern = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$"),
     ),
     responses(
         (status = 200, description = "One page of items.", body = Page<ItemSummary>),
@@ -293,12 +294,14 @@ pub async fn trending(
     tag = "explore",
     params(
         ("q" = String, Query, description = "Full-text query; required and not blank.", max_length = 256,
+            pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
             example = "diffusion transformer"),
         ("mode" = Option<String>, Query, description = "Only `text` (the default) is available; `semantic` and \
             `hybrid` are refused with 400 for now.", example = "text"),
         ("limit" = Option<u32>, Query, description = "Page size; 20 when left out.", minimum = 1, maximum = 100),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, with the \
-            same `q`."),
+            same `q`. Opaque: only a cursor this API issued for the same query is \
+            accepted.", min_length = 24, max_length = 1024, pattern = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$"),
     ),
     responses(
         (status = 200, description = "One page of hits, best match first.", body = Page<SearchHit>),

@@ -109,8 +109,9 @@ pub async fn create(
         ("id" = String, Path, description = "The item id. Ids may contain `/`, which must be percent-encoded \
             (`cond-mat%2F9909265`): the id is one path segment.", example = "2506.20941"),
         ("If-Match" = String, Header, description = "The `ETag` of the version the change is based on \
-            (`\"3\"`; `W/\"3\"` is accepted too), or `*` to write whatever the current version is.",
-            example = "\"3\""),
+            (`\"3\"`; `W/\"3\"` is accepted too), or `*` to write whatever the current version is. \
+            Left out: 428 (`precondition_required`).",
+            example = "\"3\"", pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#),
     ),
     request_body = ItemInput,
     responses(
@@ -159,8 +160,9 @@ pub async fn replace(
         ("id" = String, Path, description = "The item id. Ids may contain `/`, which must be percent-encoded \
             (`cond-mat%2F9909265`): the id is one path segment.", example = "2506.20941"),
         ("If-Match" = String, Header, description = "The `ETag` of the version the change is based on \
-            (`\"3\"`; `W/\"3\"` is accepted too), or `*` to write whatever the current version is.",
-            example = "\"3\""),
+            (`\"3\"`; `W/\"3\"` is accepted too), or `*` to write whatever the current version is. \
+            Left out: 428 (`precondition_required`).",
+            example = "\"3\"", pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#),
     ),
     request_body(content = ItemPatch, description = "The fields to change; those left out keep their value. \
         `null` clears `body`, `tags` and `source_url`; on any other field it is refused (422, named in \
@@ -209,7 +211,7 @@ pub async fn patch(
             (`cond-mat%2F9909265`): the id is one path segment.", example = "2506.20941"),
         ("If-Match" = Option<String>, Header, description = "Optional: the `ETag` of the version to delete \
             (`\"3\"`); a stale one is refused with 409. Left out or `*`, any version is deleted.",
-            example = "\"3\""),
+            example = "\"3\"", nullable = false, pattern = r#"^(\*|(W/)?"?[0-9]{1,18}"?)$"#),
     ),
     responses(
         (status = 204, description = "Deleted."),

@@ -63,3 +63,38 @@ fn unknown_key_is_refused() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("prot"));
 }
+
+#[test]
+fn an_unknown_environment_name_is_refused_with_exit_code_2() {
+    let output = castwork().arg("config").env("CASTWORK_ENV", "prod").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CASTWORK_ENV") && stderr.contains("development, test, production"), "{stderr}");
+}
+
+#[test]
+fn environment_names_match_in_any_case() {
+    // `Production` runs with the production rules: no secret, no start
+    let output = castwork().arg("config").env("CASTWORK_ENV", "Production").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("auth.jwt_secret"));
+    let output = castwork()
+        .arg("config")
+        .env("CASTWORK_ENV", "Production")
+        .env("CASTWORK_AUTH__JWT_SECRET", "a".repeat(32))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("too predictable"));
+    let output = castwork()
+        .arg("config")
+        .env("CASTWORK_ENV", "PRODUCTION")
+        .env("CASTWORK_AUTH__JWT_SECRET", "q8Jm0nV3y+1cXo9rT2fLwZ5bE7dKhA4sG6uYiP0jN2eR8tW1vB3xC5zM7lQ9aF0o")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // the canonical name selects config/production.toml (json logs)
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("# environment: production"), "{stdout}");
+    assert!(stdout.contains("format = \"json\""), "{stdout}");
+}

@@ -251,3 +251,16 @@ async fn item_detail_with_etag_and_trending(backend: Backend) {
     assert_eq!(body["items"][0]["views"], 3);
 }
 both!(item_detail_with_etag_and_trending);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_search_cursor_is_refused_even_when_the_first_page_is_cached() {
+    let app = crate::helpers::spawn_app().await;
+    let token = app.admin_token().await;
+    for _ in 0..2 {
+        let (status, body) = app.get_json("/api/v1/explore/search?q=diffusion", Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = app.get_json("/api/v1/explore/search?q=diffusion&cursor=", Some(&token)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_cursor", "{body}");
+    }
+}

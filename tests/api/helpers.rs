@@ -88,14 +88,14 @@ impl Drop for DbGuard {
 /// Settings for tests: the embedded defaults, `config/test.toml`, port 0, a temp data dir.
 pub fn test_settings(temp_dir: &Path, database_url: &str) -> Settings {
     let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let figment = Settings::figment(&Environment("test".to_owned()), &config_dir)
+    let figment = Settings::figment(&Environment::Test, &config_dir)
         .merge(Serialized::default("server.port", 0))
         .merge(Serialized::default("data_dir", temp_dir.display().to_string()))
         .merge(Serialized::default("database.url", database_url))
         .merge(Serialized::default("database.max_connections", 5))
         .merge(Serialized::default("auth.jwt_secret", JWT_SECRET));
-    let mut settings = Settings::from_figment(figment).expect("test settings are valid");
-    settings.environment = Environment("test".to_owned());
+    let mut settings =
+        Settings::from_figment_in(figment, Environment::Test).expect("test settings are valid");
     settings.bootstrap_admin_password = Secret::new(ADMIN_PASSWORD);
     settings
 }
