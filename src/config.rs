@@ -183,6 +183,10 @@ pub struct AuthSettings {
     pub refresh_ttl_secs: u64,
     pub login_burst: u32,
     pub login_per_minute: u32,
+    /// How often each node reads sessions revoked by other nodes from the database, in ms.
+    pub revocation_poll_ms: u64,
+    /// Most revoked sessions held in memory; see `crate::auth::revocation` for what happens past it.
+    pub revocation_max_entries: usize,
 }
 
 /// `[chaos]`.
@@ -404,6 +408,12 @@ impl Settings {
         }
         if auth.login_per_minute == 0 {
             return bad("auth.login_per_minute", "must be at least 1");
+        }
+        if !(10..=60_000).contains(&auth.revocation_poll_ms) {
+            return bad("auth.revocation_poll_ms", "must be between 10 and 60000");
+        }
+        if auth.revocation_max_entries == 0 {
+            return bad("auth.revocation_max_entries", "must be at least 1");
         }
         match auth.algorithm {
             JwtAlgorithm::HS256 => {

@@ -7,6 +7,11 @@
 //! means it leaked (or a client raced itself): the whole family is revoked and the caller gets
 //! [`AuthError::RefreshReuse`]. Refresh lifetimes slide: each successor lives
 //! `auth.refresh_ttl_secs` from its issue.
+//!
+//! The family id is the session id: every access token carries it as `sid`. Revoking a family
+//! (logout, reuse, password change, an admin's revoke) also puts it on the
+//! [`Revocations`] deny-list, so the session's access tokens are refused at once.
+//! A caller's logout revokes only its own sessions; see [`AuthService::logout`].
 
 use std::fmt;
 use std::net::IpAddr;
@@ -19,13 +24,15 @@ use rand::RngCore;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    IntoActiveModel, QueryFilter, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    IntoActiveModel, QueryFilter, QuerySelect, SqlErr, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 use tracing::field::Empty;
 
 use super::jwt::{LEEWAY_SECS, now_secs};
 use super::password::{hash_password, verify_dummy, verify_password};
+use super::revocation::{Reason, Revocations};
 use super::verified::{self, VerifiedTokens};
 use super::{AuthError, Claims, JwtKeys, LoginLimiter, Role};
 use crate::config::AuthSettings;
@@ -76,6 +83,9 @@ pub struct Principal {
     pub username: String,
     /// The role the token carries.
     pub role: Role,
+    /// The session (`sid`) the token belongs to; not part of the API's answers.
+    #[serde(skip)]
+    pub session_id: Arc<str>,
 }
 
 impl Principal {
@@ -87,7 +97,7 @@ impl Principal {
 
 impl From<Claims> for Principal {
     fn from(claims: Claims) -> Self {
-        Self { user_id: claims.sub, username: claims.name, role: claims.role }
+        Self { user_id: claims.sub, username: claims.name, role: claims.role, session_id: claims.sid.into() }
     }
 }
 
@@ -97,6 +107,7 @@ pub struct AuthService {
     db: DatabaseConnection,
     keys: Arc<JwtKeys>,
     verified: Arc<VerifiedTokens>,
+    revocations: Arc<Revocations>,
     limiter: Arc<LoginLimiter>,
     refresh_ttl: TimeDelta,
 }
@@ -118,10 +129,13 @@ impl AuthService {
             .and_then(TimeDelta::try_seconds)
             .unwrap_or(TimeDelta::MAX);
         let limiter = Arc::new(LoginLimiter::new(settings.login_burst, settings.login_per_minute));
+        let revocations =
+            Arc::new(Revocations::new(db.clone(), settings.access_ttl_secs, settings.revocation_max_entries));
         Self {
             db,
             keys,
             verified: Arc::new(VerifiedTokens::new(verified::DEFAULT_CAPACITY)),
+            revocations,
             limiter,
             refresh_ttl,
         }
@@ -132,21 +146,29 @@ impl AuthService {
         &self.keys
     }
 
+    /// The deny-list of revoked sessions.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
     /// Verifies an access token (without the `Bearer ` prefix) and returns its caller. A token
-    /// that verified before is answered from [`VerifiedTokens`] until it expires.
+    /// that verified before is answered from [`VerifiedTokens`] until it expires; either way a
+    /// token of a revoked session is refused (one in-memory lookup, no I/O).
     pub fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthError> {
         let token = bearer_token.trim();
         if token.is_empty() {
             return Err(AuthError::MissingToken);
         }
         let now = now_secs();
-        if let Some(known) = self.verified.get(token, now) {
+        let revoked = self.revocations.list();
+        if let Some(known) = self.verified.get(token, now, revoked) {
             return known;
         }
         let claims = self.keys.verify(token)?;
-        let refuse_after = claims.exp.saturating_add(LEEWAY_SECS);
+        revoked.check(&claims.sid, claims.iat, now).map_err(verified::refused)?;
+        let (issued_at, refuse_after) = (claims.iat, claims.exp.saturating_add(LEEWAY_SECS));
         let principal = Principal::from(claims);
-        self.verified.insert(token, principal.clone(), refuse_after);
+        self.verified.insert(token, principal.clone(), issued_at, refuse_after);
         Ok(principal)
     }
 
@@ -209,7 +231,7 @@ impl AuthService {
             return Err(AuthError::InvalidRefreshToken);
         }
         if token.used_at.is_some() {
-            let revoked = revoke_family(&self.db, &token.family_id).await?;
+            let revoked = self.revoke_families(vec![token.family_id.clone()], Reason::Reuse).await?;
             tracing::warn!(revoked, "refresh token reuse detected; family revoked");
             return Err(AuthError::RefreshReuse);
         }
@@ -219,7 +241,7 @@ impl AuthService {
             return Err(AuthError::InvalidRefreshToken);
         }
         let Some(user) = user::Entity::find_by_id(token.user_id.clone()).one(&self.db).await? else {
-            revoke_family(&self.db, &token.family_id).await?;
+            self.revoke_families(vec![token.family_id.clone()], Reason::UserGone).await?;
             tracing::info!("refresh for a user that no longer exists");
             return Err(AuthError::InvalidRefreshToken);
         };
@@ -244,7 +266,7 @@ impl AuthService {
             .rows_affected;
         if marked == 0 {
             txn.rollback().await?;
-            let revoked = revoke_family(&self.db, &token.family_id).await?;
+            let revoked = self.revoke_families(vec![token.family_id.clone()], Reason::Reuse).await?;
             tracing::warn!(revoked, "concurrent refresh token reuse detected; family revoked");
             return Err(AuthError::RefreshReuse);
         }
@@ -254,20 +276,48 @@ impl AuthService {
         Ok(pair)
     }
 
-    /// Ends the session the refresh token belongs to by revoking its whole family.
-    /// An unknown token is not an error, so logout is idempotent.
-    #[tracing::instrument(skip_all, fields(user_id = Empty, family_id = Empty))]
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
-        let Some(token) = self.find_refresh_token(refresh_token).await? else {
-            tracing::debug!("logout with an unknown refresh token");
-            return Ok(());
-        };
-        let span = tracing::Span::current();
-        span.record("user_id", token.user_id.as_str());
-        span.record("family_id", token.family_id.as_str());
-        let revoked = revoke_family(&self.db, &token.family_id).await?;
+    /// Ends the caller's current session (the `sid` of its access token) and the session the
+    /// refresh token belongs to, revoking both families and refusing their access tokens.
+    ///
+    /// A caller revokes only its own sessions: a refresh token of another user is treated like
+    /// an unknown one (nothing of theirs is revoked, and the answer is the same, so it tells
+    /// the caller nothing about the token). An unknown token is not an error, so logout is
+    /// idempotent.
+    #[tracing::instrument(skip_all, fields(user_id = %caller.user_id, family_id = Empty))]
+    pub async fn logout(&self, caller: &Principal, refresh_token: &str) -> Result<(), AuthError> {
+        let mut families = vec![caller.session_id.to_string()];
+        match self.find_refresh_token(refresh_token).await? {
+            None => tracing::debug!("logout with an unknown refresh token"),
+            Some(token) if token.user_id != caller.user_id => {
+                tracing::warn!("logout with another user's refresh token; ignored");
+            }
+            Some(token) => {
+                tracing::Span::current().record("family_id", token.family_id.as_str());
+                if token.family_id != *caller.session_id {
+                    families.push(token.family_id);
+                }
+            }
+        }
+        let revoked = self.revoke_families(families, Reason::Logout).await?;
         tracing::info!(revoked, "logged out");
         Ok(())
+    }
+
+    /// Revokes every session of `username` (an admin's action): their refresh tokens stop
+    /// working and their access tokens are refused at once. Returns how many sessions.
+    #[tracing::instrument(skip_all, fields(username = ?loggable(username), user_id = Empty))]
+    pub async fn revoke_user_sessions(&self, username: &str) -> Result<usize, AuthError> {
+        let user = self
+            .find_user(username)
+            .await?
+            .ok_or_else(|| AuthError::UnknownUser(loggable(username).to_owned()))?;
+        tracing::Span::current().record("user_id", user.id.as_str());
+        let txn = self.db.begin().await?;
+        let (families, until) = self.revoke_user_in(&txn, &user.id, Reason::Admin).await?;
+        txn.commit().await?;
+        self.revocations.announce(&families, until).await;
+        tracing::info!(sessions = families.len(), "sessions revoked by an admin");
+        Ok(families.len())
     }
 
     /// Creates a user. Usernames are 3–64 characters of `A-Z a-z 0-9 _ . -` and unique ignoring
@@ -311,7 +361,7 @@ impl AuthService {
         Ok(created)
     }
 
-    /// Replaces a user's password and revokes all of their refresh tokens.
+    /// Replaces a user's password and revokes all of their sessions.
     #[tracing::instrument(skip_all, fields(username = ?loggable(username), user_id = Empty))]
     pub async fn set_password(&self, username: &str, password: &str) -> Result<(), AuthError> {
         validate_password(password)?;
@@ -326,15 +376,10 @@ impl AuthService {
         active.password_hash = Set(password_hash);
         active.updated_at = Set(now);
         active.update(&txn).await?;
-        let revoked = refresh_token::Entity::update_many()
-            .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
-            .filter(refresh_token::Column::UserId.eq(user_id.as_str()))
-            .filter(refresh_token::Column::RevokedAt.is_null())
-            .exec(&txn)
-            .await?
-            .rows_affected;
+        let (families, until) = self.revoke_user_in(&txn, &user_id, Reason::PasswordChange).await?;
         txn.commit().await?;
-        tracing::info!(revoked, "password changed; sessions revoked");
+        self.revocations.announce(&families, until).await;
+        tracing::info!(sessions = families.len(), "password changed; sessions revoked");
         Ok(())
     }
 
@@ -380,6 +425,52 @@ impl AuthService {
             .await?)
     }
 
+    /// Revokes `families` (refresh tokens and access tokens) in one transaction, then tells
+    /// the other nodes. Returns how many refresh tokens were revoked.
+    async fn revoke_families(&self, families: Vec<String>, reason: Reason) -> Result<u64, AuthError> {
+        let txn = self.db.begin().await?;
+        let revoked = revoke_refresh_tokens(&txn, &families).await?;
+        let until = self.revocations.record(&txn, &families, reason).await?;
+        txn.commit().await?;
+        self.revocations.announce(&families, until).await;
+        Ok(revoked)
+    }
+
+    /// Within `conn`, revokes every refresh token of `user_id` and puts on the deny-list every
+    /// session of theirs that may have a live access token (one issued within the access-token
+    /// lifetime). Returns those sessions and until when they are held; the caller announces
+    /// them once its transaction commits.
+    async fn revoke_user_in<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        user_id: &str,
+        reason: Reason,
+    ) -> Result<(Vec<String>, u64), AuthError> {
+        refresh_token::Entity::update_many()
+            .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
+            .filter(refresh_token::Column::UserId.eq(user_id))
+            .filter(refresh_token::Column::RevokedAt.is_null())
+            .exec(conn)
+            .await?;
+        let live_for = self.keys.access_ttl_secs().saturating_add(LEEWAY_SECS);
+        let since = i64::try_from(live_for)
+            .ok()
+            .and_then(TimeDelta::try_seconds)
+            .and_then(|window| Utc::now().checked_sub_signed(window))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let families: Vec<String> = refresh_token::Entity::find()
+            .select_only()
+            .column(refresh_token::Column::FamilyId)
+            .distinct()
+            .filter(refresh_token::Column::UserId.eq(user_id))
+            .filter(refresh_token::Column::CreatedAt.gte(since))
+            .into_tuple()
+            .all(conn)
+            .await?;
+        let until = self.revocations.record(conn, &families, reason).await?;
+        Ok((families, until))
+    }
+
     /// Issues an access token and stores a fresh refresh token in `family_id`.
     async fn issue_pair<C: ConnectionTrait>(
         &self,
@@ -388,7 +479,7 @@ impl AuthService {
         role: Role,
         family_id: String,
     ) -> Result<TokenPair, AuthError> {
-        let (access_token, expires_in) = self.keys.issue(&user.id, &user.username, role)?;
+        let (access_token, expires_in) = self.keys.issue(&user.id, &user.username, role, &family_id)?;
         let refresh_token = new_refresh_token();
         let now = Utc::now();
         refresh_token::ActiveModel {
@@ -407,11 +498,11 @@ impl AuthService {
     }
 }
 
-/// Revokes every live token of a family; returns how many.
-async fn revoke_family<C: ConnectionTrait>(conn: &C, family_id: &str) -> Result<u64, DbErr> {
+/// Revokes every live refresh token of `families`; returns how many.
+async fn revoke_refresh_tokens<C: ConnectionTrait>(conn: &C, families: &[String]) -> Result<u64, DbErr> {
     Ok(refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
-        .filter(refresh_token::Column::FamilyId.eq(family_id))
+        .filter(refresh_token::Column::FamilyId.is_in(families.iter().map(String::as_str)))
         .filter(refresh_token::Column::RevokedAt.is_null())
         .exec(conn)
         .await?

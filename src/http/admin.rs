@@ -1,8 +1,8 @@
 //! Operations (admin): `GET /api/v1/admin/actors`, `POST /api/v1/admin/chaos`,
-//! `POST /api/v1/admin/users`.
+//! `POST /api/v1/admin/users`, `POST /api/v1/admin/users/{username}/revoke-sessions`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -182,4 +182,33 @@ pub async fn create_user(
     let user = state.auth().create_user(&body.username, &body.password, body.role).await?;
     let created = serde_json::json!({ "id": user.id, "username": user.username, "role": body.role });
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Ends every session of a user: their refresh tokens stop working and their access tokens are
+/// refused at once, on every node.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/users/{username}/revoke-sessions",
+    operation_id = "revokeUserSessions",
+    tag = "admin",
+    params(("username" = String, Path, description = "The user whose sessions end.", example = "ada")),
+    responses(
+        (status = 204, description = "Every session of the user is revoked (also when they had none). \
+            They can log in again."),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No user has that name (`not_found`).", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
+#[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
+pub async fn revoke_sessions(
+    State(state): State<AppState>,
+    caller: Admin,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth().revoke_user_sessions(&username).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

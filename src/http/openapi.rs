@@ -64,6 +64,7 @@ a generated UUID).";
         items::patch,
         items::delete,
         admin::create_user,
+        admin::revoke_sessions,
         admin::actors,
         admin::chaos,
     ),

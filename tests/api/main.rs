@@ -22,3 +22,4 @@ mod items;
 mod openapi;
 mod proxy_smoke;
 mod redis_outage;
+mod sessions;
