@@ -22,4 +22,5 @@ mod items;
 mod openapi;
 mod proxy_smoke;
 mod redis_outage;
+mod revocation_sync;
 mod sessions;

@@ -117,4 +117,3 @@ async fn a_full_list_refuses_older_tokens_instead_of_forgetting() {
     assert_eq!(node.list().check("c", now, now), Err(Refusal::Overflow));
     assert_eq!(rows(&test.db).await, 3, "the table holds every revocation");
 }
-
