@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use migration::MigratorTrait;
-use sea_orm::Database;
+use sea_orm::{Database, IntoActiveModel};
 
 use super::*;
 use crate::config::{JwtAlgorithm, Secret};
