@@ -217,7 +217,7 @@ impl Revocations {
             Inserted::New => {}
             Inserted::Overflowed => {
                 tracing::warn!(
-                    capacity = self.list.len(),
+                    held = self.list.len(),
                     "revoked-session list is full; refusing every access token issued until now"
                 );
             }

@@ -21,7 +21,8 @@ use crate::db::entities::{refresh_token, user};
 
 impl AuthService {
     /// Revokes every session of `username` (an admin's action): their refresh tokens stop
-    /// working and their access tokens are refused at once. Returns how many sessions.
+    /// working and their access tokens are refused at once. Returns how many sessions had
+    /// access tokens that could still be live (those went on the deny-list).
     #[tracing::instrument(skip_all, fields(username = ?loggable(username), user_id = Empty))]
     pub async fn revoke_user_sessions(&self, username: &str) -> Result<usize, AuthError> {
         let user = self
