@@ -4,5 +4,6 @@
 pub mod cache_listener;
 pub mod cache_shard;
 pub mod health;
+pub mod revocations;
 pub mod root;
 pub mod views;

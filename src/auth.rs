@@ -12,9 +12,12 @@
 //! - [`service`]: [`AuthService`]: login, refresh-token rotation with reuse detection,
 //!   logout, user management.
 //! - [`verified`]: remembers tokens that verified, so a repeated token skips the signature check.
+//! - [`revocation`]: the deny-list of revoked sessions, checked on every request, persisted and
+//!   shared across nodes.
 //!
 //! Refresh tokens are opaque random values; only their SHA-256 is stored. Each login starts a
-//! token family; using a refresh token a second time revokes the whole family.
+//! token family (a session, the access tokens' `sid`); using a refresh token a second time
+//! revokes the whole family, and a revoked session's access tokens are refused at once.
 
 pub mod hashing;
 pub mod jwt;
@@ -22,6 +25,7 @@ pub mod limiter;
 pub mod password;
 pub mod policy;
 pub mod report;
+pub mod revocation;
 pub mod role;
 pub mod service;
 pub mod verified;
@@ -43,6 +47,13 @@ pub enum AuthError {
     /// Bad signature, algorithm, issuer, audience or `nbf`, or not a JWT at all.
     #[error("invalid token: {0}")]
     InvalidToken(String),
+    /// The access token's session was revoked (logout, refresh-token reuse, password change,
+    /// admin), or issued before the deny-list overflowed.
+    #[error("the token was revoked; refresh it or log in again")]
+    SessionRevoked,
+    /// No user has this name.
+    #[error("no user named '{0}'")]
+    UnknownUser(String),
     /// The access token is past its `exp`.
     #[error("token expired")]
     Expired,

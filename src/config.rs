@@ -236,6 +236,10 @@ pub struct AuthSettings {
     pub hashing_wait_ms: u64,
     /// Least zxcvbn score (0–4) a new password needs; 0 checks only length and characters.
     pub password_min_score: u8,
+    /// How often each node reads sessions revoked by other nodes from the database, in ms.
+    pub revocation_poll_ms: u64,
+    /// Most revoked sessions held in memory; see `crate::auth::revocation` for what happens past it.
+    pub revocation_max_entries: usize,
 }
 
 /// `[chaos]`.
@@ -506,6 +510,12 @@ impl Settings {
         }
         if auth.password_min_score > crate::auth::policy::MAX_SCORE {
             return bad("auth.password_min_score", "must be between 0 and 4 (zxcvbn's scale)");
+        }
+        if !(10..=60_000).contains(&auth.revocation_poll_ms) {
+            return bad("auth.revocation_poll_ms", "must be between 10 and 60000");
+        }
+        if auth.revocation_max_entries == 0 {
+            return bad("auth.revocation_max_entries", "must be at least 1");
         }
         match auth.algorithm {
             JwtAlgorithm::HS256 => {

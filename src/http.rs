@@ -131,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/items/{id}", put(items::replace).patch(items::patch).delete(items::delete))
         .route("/api/v1/admin/users", post(admin::create_user))
         .route("/api/v1/admin/auth", get(admin::auth_report))
+        .route("/api/v1/admin/users/{username}/revoke-sessions", post(admin::revoke_sessions))
         .route("/api/v1/admin/cache", get(cache::report).delete(cache::flush))
         .route("/api/v1/admin/cache/warm", post(cache::warm))
         .route("/api/v1/admin/actors", get(admin::actors))

@@ -6,10 +6,10 @@
 //! | [`config`] | layered configuration (`config/default.toml` < `config/$CASTWORK_ENV.toml` < `CASTWORK_*`), validation, secrets |
 //! | [`telemetry`] | tracing subscriber and the Prometheus recorder |
 //! | [`metrics`] | every metric name, and the helpers that emit them |
-//! | [`db`] | connection (SQLite default, PostgreSQL), migrations, entities, which errors mean unavailable |
-//! | [`auth`] | users, argon2id passwords, JWT access tokens, rotating refresh tokens, login slow-down |
+//! | [`db`] | connection (SQLite default, PostgreSQL), migrations, entities, private data files, which errors mean unavailable |
+//! | [`auth`] | users, argon2id passwords (bounded hashing, strength policy), JWT access tokens, rotating refresh tokens, login slow-down, the revoked-session deny-list |
 //! | [`supervision`] | restart strategies, intensity, backoff, circuit breaker, the generic supervisor, the tree snapshot |
-//! | [`actors`] | one actor per file: the root tree, HealthActor, ViewCounter, cache shards and listener |
+//! | [`actors`] | one actor per file: the root tree, HealthActor, ViewCounter, cache shards and listener, RevocationSync |
 //! | [`explore`] | the catalogue: typed queries, reads, writes, import, trending, the cached reads |
 //! | [`cache`] | the sharded Explore cache: routing, L2 over Redis, generations, value format |
 //! | [`outbox`] | the transactional outbox written with every item change |

@@ -45,6 +45,20 @@ pub const AUTH_HASHING_WAIT_SECONDS: &str = "castwork_auth_hashing_wait_seconds"
 pub const AUTH_HASHING_BUSY_TOTAL: &str = "castwork_auth_hashing_busy_total";
 /// Password-hashing permits, by state (`total`, `in_use`).
 pub const AUTH_HASHING_PERMITS: &str = "castwork_auth_hashing_permits";
+/// Sessions revoked on this node, by reason (`logout`, `reuse`, `password_change`, `admin`,
+/// `user_gone`).
+pub const AUTH_SESSIONS_REVOKED_TOTAL: &str = "castwork_auth_sessions_revoked_total";
+/// Revoked sessions held in this node's in-memory deny-list.
+pub const AUTH_REVOKED_SESSIONS: &str = "castwork_auth_revoked_sessions";
+/// Revocations newly applied to this node's deny-list, by source (`local`, `redis`, `poll`,
+/// `startup`).
+pub const AUTH_REVOCATIONS_APPLIED_TOTAL: &str = "castwork_auth_revocations_applied_total";
+/// Failures keeping the deny-list in step, by operation (`publish`, `poll`, `prune`).
+pub const AUTH_REVOCATION_ERRORS_TOTAL: &str = "castwork_auth_revocation_errors_total";
+/// Access tokens refused although their signature and claims were valid, by reason
+/// (`revoked`: their session is on the deny-list; `overflow`: issued before the deny-list
+/// overflowed).
+pub const AUTH_TOKENS_REFUSED_TOTAL: &str = "castwork_auth_tokens_refused_total";
 /// Chaos actions applied, by actor and action.
 pub const CHAOS_ACTIONS_TOTAL: &str = "castwork_chaos_actions_total";
 
@@ -129,6 +143,31 @@ pub fn hashing_busy(operation: &'static str) {
 pub fn hashing_permits(total: usize, in_use: usize) {
     metrics::gauge!(AUTH_HASHING_PERMITS, "state" => "total").set(total as f64);
     metrics::gauge!(AUTH_HASHING_PERMITS, "state" => "in_use").set(in_use as f64);
+}
+
+/// Counts revoked sessions.
+pub fn auth_sessions_revoked(reason: &'static str, count: u64) {
+    metrics::counter!(AUTH_SESSIONS_REVOKED_TOTAL, "reason" => reason).increment(count);
+}
+
+/// Sets the size of the in-memory deny-list.
+pub fn auth_revoked_sessions(len: usize) {
+    metrics::gauge!(AUTH_REVOKED_SESSIONS).set(len as f64);
+}
+
+/// Counts one revocation newly applied to the deny-list.
+pub fn auth_revocation_applied(source: &'static str) {
+    metrics::counter!(AUTH_REVOCATIONS_APPLIED_TOTAL, "source" => source).increment(1);
+}
+
+/// Counts one failure keeping the deny-list in step.
+pub fn auth_revocation_error(op: &'static str) {
+    metrics::counter!(AUTH_REVOCATION_ERRORS_TOTAL, "op" => op).increment(1);
+}
+
+/// Counts one access token refused by the deny-list.
+pub fn auth_token_refused(reason: &'static str) {
+    metrics::counter!(AUTH_TOKENS_REFUSED_TOTAL, "reason" => reason).increment(1);
 }
 
 /// Records an applied chaos action.

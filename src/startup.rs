@@ -64,6 +64,8 @@ impl Application {
             );
         }
         let auth = AuthService::new(db.clone(), Arc::new(keys), &settings.auth);
+        // revoked sessions must be refused from the first request on
+        auth.revocations().load().await.map_err(AuthError::from)?;
         if !settings.bootstrap_admin_password.is_empty() {
             auth.ensure_bootstrap_admin(settings.bootstrap_admin_password.expose()).await.map_err(|err| {
                 match err {
@@ -100,8 +102,13 @@ impl Application {
         if let Some(cache) = &cache {
             explore.set_change_sink(Arc::new(CacheSink { cache: cache.clone() }));
         }
+        if let Some(l2) = cache.as_ref().and_then(Cache::l2) {
+            auth.revocations().set_redis(l2.clone());
+        }
         let cached = CachedExplore::new(explore.clone(), cache.clone(), Ttls::from_settings(&settings.cache));
-        let runtime = Arc::new(Runtime::start(&settings, db.clone(), explore, cache.clone()).await?);
+        let revocations = auth.revocations().clone();
+        let runtime =
+            Arc::new(Runtime::start(&settings, db.clone(), explore, cache.clone(), revocations).await?);
         if let Some(cache) = cache.as_ref().filter(|c| c.l2().is_some())
             && !cache.wait_subscribed(Duration::from_secs(3)).await
         {

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_users;
 mod m20261125_000002_create_items;
+mod m20261201_100000_create_revoked_sessions;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_create_users::Migration),
             Box::new(m20261125_000002_create_items::Migration),
+            Box::new(m20261201_100000_create_revoked_sessions::Migration),
         ]
     }
 }

@@ -13,7 +13,9 @@ use tokio::task::JoinHandle;
 use super::cache_listener::{CacheListener, ListenerArgs};
 use super::cache_shard::{CacheShard, ShardArgs};
 use super::health::{DatabaseProbe, HealthActor, HealthArgs, HealthMsg, Probe};
+use super::revocations::{PRUNE_EVERY, RevocationArgs, RevocationSync};
 use super::views::{ViewArgs, ViewCounter, ViewMsg};
+use crate::auth::revocation::Revocations;
 use crate::cache::Cache;
 use crate::cache::redis::RedisProbe;
 use crate::config::Settings;
@@ -44,6 +46,7 @@ impl Runtime {
         db: DatabaseConnection,
         explore: ExploreService,
         cache: Option<Cache>,
+        revocations: Arc<Revocations>,
     ) -> Result<Self, SpawnErr> {
         let sup = &settings.supervision;
         let health = ActorSlot::<HealthMsg>::new("health");
@@ -55,6 +58,7 @@ impl Runtime {
         let mut children = vec![
             health_child(settings, probes, health.clone()),
             views_child(settings, explore, views.clone()),
+            revocations_child(settings, revocations, cache.as_ref().and_then(Cache::l2).cloned()),
         ];
         if let Some(cache) = &cache {
             children.push(cache_child(settings, cache.clone()));
@@ -174,6 +178,24 @@ fn views_child(settings: &Settings, explore: ExploreService, slot: ActorSlot<Vie
         }
     });
     spec.with_slot(&marker)
+}
+
+/// The RevocationSync: polls and prunes the deny-list, and applies other nodes' revocations.
+fn revocations_child(
+    settings: &Settings,
+    revocations: Arc<Revocations>,
+    redis: Option<crate::cache::redis::RedisTier>,
+) -> ChildSpec {
+    let poll_every = Duration::from_millis(settings.auth.revocation_poll_ms);
+    ChildSpec::new("revocations", "revocation-sync", move |ctx| {
+        let actor = RevocationSync { poll_every, prune_every: PRUNE_EVERY };
+        let args =
+            RevocationArgs { revocations: revocations.clone(), redis: redis.clone(), stats: ctx.stats };
+        async move {
+            let (actor, _handle) = Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
+            Ok(StartedChild::worker(actor))
+        }
+    })
 }
 
 /// The cache subtree: a supervisor over the shards (one for one: a shard's failure

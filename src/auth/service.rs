@@ -7,6 +7,11 @@
 //! means it leaked (or a client raced itself): the whole family is revoked and the caller gets
 //! [`AuthError::RefreshReuse`]. Refresh lifetimes slide: each successor lives
 //! `auth.refresh_ttl_secs` from its issue.
+//!
+//! The family id is the session id: every access token carries it as `sid`. Revoking a family
+//! (logout, reuse, password change, an admin's revoke) also puts it on the
+//! [`Revocations`] deny-list, so the session's access tokens are refused at once.
+//! A caller's logout revokes only its own sessions; see [`AuthService::logout`].
 
 use std::fmt;
 use std::net::IpAddr;
@@ -17,10 +22,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::RngCore;
-use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    IntoActiveModel, QueryFilter, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    QueryFilter, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 use tracing::field::Empty;
@@ -28,6 +33,7 @@ use tracing::field::Empty;
 use super::hashing::{Hashing, Verification};
 use super::jwt::{LEEWAY_SECS, now_secs};
 use super::policy::{self, USERNAME_MAX};
+use super::revocation::{Reason, Revocations};
 use super::verified::{self, VerifiedTokens};
 use super::{AuthError, AuthReport, Claims, JwtKeys, LoginLimiter, Role};
 use crate::config::AuthSettings;
@@ -75,6 +81,9 @@ pub struct Principal {
     pub username: String,
     /// The role the token carries.
     pub role: Role,
+    /// The session (`sid`) the token belongs to; not part of the API's answers.
+    #[serde(skip)]
+    pub session_id: Arc<str>,
 }
 
 impl Principal {
@@ -86,7 +95,7 @@ impl Principal {
 
 impl From<Claims> for Principal {
     fn from(claims: Claims) -> Self {
-        Self { user_id: claims.sub, username: claims.name, role: claims.role }
+        Self { user_id: claims.sub, username: claims.name, role: claims.role, session_id: claims.sid.into() }
     }
 }
 
@@ -96,6 +105,7 @@ pub struct AuthService {
     db: DatabaseConnection,
     keys: Arc<JwtKeys>,
     verified: Arc<VerifiedTokens>,
+    revocations: Arc<Revocations>,
     limiter: Arc<LoginLimiter>,
     hashing: Arc<Hashing>,
     password_min_score: u8,
@@ -121,10 +131,13 @@ impl AuthService {
         let limiter = Arc::new(LoginLimiter::new(settings.login_burst, settings.login_per_minute));
         let hashing =
             Hashing::new(settings.hashing_concurrency, Duration::from_millis(settings.hashing_wait_ms));
+        let revocations =
+            Arc::new(Revocations::new(db.clone(), settings.access_ttl_secs, settings.revocation_max_entries));
         Self {
             db,
             keys,
             verified: Arc::new(VerifiedTokens::new(verified::DEFAULT_CAPACITY)),
+            revocations,
             limiter,
             hashing: Arc::new(hashing),
             password_min_score: settings.password_min_score,
@@ -142,21 +155,29 @@ impl AuthService {
         &self.keys
     }
 
+    /// The deny-list of revoked sessions.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
+    }
+
     /// Verifies an access token (without the `Bearer ` prefix) and returns its caller. A token
-    /// that verified before is answered from [`VerifiedTokens`] until it expires.
+    /// that verified before is answered from [`VerifiedTokens`] until it expires; either way a
+    /// token of a revoked session is refused (one in-memory lookup, no I/O).
     pub fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthError> {
         let token = bearer_token.trim();
         if token.is_empty() {
             return Err(AuthError::MissingToken);
         }
         let now = now_secs();
-        if let Some(known) = self.verified.get(token, now) {
+        let revoked = self.revocations.list();
+        if let Some(known) = self.verified.get(token, now, revoked) {
             return known;
         }
         let claims = self.keys.verify(token)?;
-        let refuse_after = claims.exp.saturating_add(LEEWAY_SECS);
+        revoked.check(&claims.sid, claims.iat, now).map_err(verified::refused)?;
+        let (issued_at, refuse_after) = (claims.iat, claims.exp.saturating_add(LEEWAY_SECS));
         let principal = Principal::from(claims);
-        self.verified.insert(token, principal.clone(), refuse_after);
+        self.verified.insert(token, principal.clone(), issued_at, refuse_after);
         Ok(principal)
     }
 
@@ -225,7 +246,7 @@ impl AuthService {
             return Err(AuthError::InvalidRefreshToken);
         }
         if token.used_at.is_some() {
-            let revoked = revoke_family(&self.db, &token.family_id).await?;
+            let revoked = self.revoke_families(vec![token.family_id.clone()], Reason::Reuse).await?;
             tracing::warn!(revoked, "refresh token reuse detected; family revoked");
             return Err(AuthError::RefreshReuse);
         }
@@ -235,7 +256,7 @@ impl AuthService {
             return Err(AuthError::InvalidRefreshToken);
         }
         let Some(user) = user::Entity::find_by_id(token.user_id.clone()).one(&self.db).await? else {
-            revoke_family(&self.db, &token.family_id).await?;
+            self.revoke_families(vec![token.family_id.clone()], Reason::UserGone).await?;
             tracing::info!("refresh for a user that no longer exists");
             return Err(AuthError::InvalidRefreshToken);
         };
@@ -260,7 +281,7 @@ impl AuthService {
             .rows_affected;
         if marked == 0 {
             txn.rollback().await?;
-            let revoked = revoke_family(&self.db, &token.family_id).await?;
+            let revoked = self.revoke_families(vec![token.family_id.clone()], Reason::Reuse).await?;
             tracing::warn!(revoked, "concurrent refresh token reuse detected; family revoked");
             return Err(AuthError::RefreshReuse);
         }
@@ -270,114 +291,31 @@ impl AuthService {
         Ok(pair)
     }
 
-    /// Ends the session the refresh token belongs to by revoking its whole family.
-    /// An unknown token is not an error, so logout is idempotent.
-    #[tracing::instrument(skip_all, fields(user_id = Empty, family_id = Empty))]
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), AuthError> {
-        let Some(token) = self.find_refresh_token(refresh_token).await? else {
-            tracing::debug!("logout with an unknown refresh token");
-            return Ok(());
-        };
-        let span = tracing::Span::current();
-        span.record("user_id", token.user_id.as_str());
-        span.record("family_id", token.family_id.as_str());
-        let revoked = revoke_family(&self.db, &token.family_id).await?;
+    /// Ends the caller's current session (the `sid` of its access token) and the session the
+    /// refresh token belongs to, revoking both families and refusing their access tokens.
+    ///
+    /// A caller revokes only its own sessions: a refresh token of another user is treated like
+    /// an unknown one (nothing of theirs is revoked, and the answer is the same, so it tells
+    /// the caller nothing about the token). An unknown token is not an error, so logout is
+    /// idempotent.
+    #[tracing::instrument(skip_all, fields(user_id = %caller.user_id, family_id = Empty))]
+    pub async fn logout(&self, caller: &Principal, refresh_token: &str) -> Result<(), AuthError> {
+        let mut families = vec![caller.session_id.to_string()];
+        match self.find_refresh_token(refresh_token).await? {
+            None => tracing::debug!("logout with an unknown refresh token"),
+            Some(token) if token.user_id != caller.user_id => {
+                tracing::warn!("logout with another user's refresh token; ignored");
+            }
+            Some(token) => {
+                tracing::Span::current().record("family_id", token.family_id.as_str());
+                if token.family_id != *caller.session_id {
+                    families.push(token.family_id);
+                }
+            }
+        }
+        let revoked = self.revoke_families(families, Reason::Logout).await?;
         tracing::info!(revoked, "logged out");
         Ok(())
-    }
-
-    /// Creates a user. Usernames are 3–64 characters of `A-Z a-z 0-9 _ . -` and unique ignoring
-    /// case; passwords follow [`policy::check_password`].
-    #[tracing::instrument(skip_all, fields(username = ?loggable(username), %role, user_id = Empty))]
-    pub async fn create_user(
-        &self,
-        username: &str,
-        password: &str,
-        role: Role,
-    ) -> Result<user::Model, AuthError> {
-        policy::check_username(username)?;
-        self.check_password(password, username).await?;
-        let lower = username.to_ascii_lowercase();
-        let existing = user::Entity::find()
-            .filter(ExprTrait::eq(Func::lower(Expr::col(user::Column::Username)), lower))
-            .one(&self.db)
-            .await?;
-        if existing.is_some() {
-            return Err(AuthError::UserExists(username.to_owned()));
-        }
-        let password_hash = self.hashing.hash(password.to_owned()).await?;
-        let now = Utc::now();
-        let created = user::ActiveModel {
-            id: Set(new_id()),
-            username: Set(username.to_owned()),
-            password_hash: Set(password_hash),
-            role: Set(role.as_str().to_owned()),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(&self.db)
-        .await
-        .map_err(|e| match e.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => AuthError::UserExists(username.to_owned()),
-            _ => AuthError::Database(e),
-        })?;
-        tracing::Span::current().record("user_id", created.id.as_str());
-        tracing::info!("user created");
-        Ok(created)
-    }
-
-    /// Replaces a user's password and revokes all of their refresh tokens.
-    #[tracing::instrument(skip_all, fields(username = ?loggable(username), user_id = Empty))]
-    pub async fn set_password(&self, username: &str, password: &str) -> Result<(), AuthError> {
-        self.check_password(password, username).await?;
-        let user = self.find_user(username).await?.ok_or_else(|| no_such_user(username))?;
-        tracing::Span::current().record("user_id", user.id.as_str());
-        let password_hash = self.hashing.hash(password.to_owned()).await?;
-        let user_id = user.id.clone();
-        let now = Utc::now();
-        let txn = self.db.begin().await?;
-        let mut active = user.into_active_model();
-        active.password_hash = Set(password_hash);
-        active.updated_at = Set(now);
-        active.update(&txn).await?;
-        let revoked = refresh_token::Entity::update_many()
-            .col_expr(refresh_token::Column::RevokedAt, Expr::value(now))
-            .filter(refresh_token::Column::UserId.eq(user_id.as_str()))
-            .filter(refresh_token::Column::RevokedAt.is_null())
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        txn.commit().await?;
-        tracing::info!(revoked, "password changed; sessions revoked");
-        Ok(())
-    }
-
-    /// Creates the `admin` user with the admin role unless a user of that name exists.
-    /// Returns whether it was created.
-    pub async fn ensure_bootstrap_admin(&self, password: &str) -> Result<bool, AuthError> {
-        if self.find_user(BOOTSTRAP_ADMIN).await?.is_some() {
-            return Ok(false);
-        }
-        match self.create_user(BOOTSTRAP_ADMIN, password, Role::Admin).await {
-            Ok(_) => {
-                tracing::info!(username = BOOTSTRAP_ADMIN, "bootstrap admin created");
-                Ok(true)
-            }
-            Err(AuthError::UserExists(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Issues a token pair for `username` without a password, starting a new family.
-    /// For operators (`castwork token`), never for the HTTP API.
-    #[tracing::instrument(skip_all, fields(username = ?loggable(username), user_id = Empty))]
-    pub async fn mint(&self, username: &str) -> Result<TokenPair, AuthError> {
-        let user = self.find_user(username).await?.ok_or_else(|| no_such_user(username))?;
-        tracing::Span::current().record("user_id", user.id.as_str());
-        let role = stored_role(&user)?;
-        let pair = self.issue_pair(&self.db, &user, role, new_id()).await?;
-        tracing::info!(%role, "token pair minted without a password");
-        Ok(pair)
     }
 
     /// Applies the password rules on the blocking pool (the strength estimate takes milliseconds).
@@ -404,6 +342,17 @@ impl AuthService {
             .await?)
     }
 
+    /// Revokes `families` (refresh tokens and access tokens) in one transaction, then tells
+    /// the other nodes. Returns how many refresh tokens were revoked.
+    async fn revoke_families(&self, families: Vec<String>, reason: Reason) -> Result<u64, AuthError> {
+        let txn = self.db.begin().await?;
+        let revoked = revoke_refresh_tokens(&txn, &families).await?;
+        let until = self.revocations.record(&txn, &families, reason).await?;
+        txn.commit().await?;
+        self.revocations.announce(&families, until).await;
+        Ok(revoked)
+    }
+
     /// Issues an access token and stores a fresh refresh token in `family_id`.
     async fn issue_pair<C: ConnectionTrait>(
         &self,
@@ -412,7 +361,7 @@ impl AuthService {
         role: Role,
         family_id: String,
     ) -> Result<TokenPair, AuthError> {
-        let (access_token, expires_in) = self.keys.issue(&user.id, &user.username, role)?;
+        let (access_token, expires_in) = self.keys.issue(&user.id, &user.username, role, &family_id)?;
         let refresh_token = new_refresh_token();
         let now = Utc::now();
         refresh_token::ActiveModel {
@@ -431,11 +380,11 @@ impl AuthService {
     }
 }
 
-/// Revokes every live token of a family; returns how many.
-async fn revoke_family<C: ConnectionTrait>(conn: &C, family_id: &str) -> Result<u64, DbErr> {
+/// Revokes every live refresh token of `families`; returns how many.
+async fn revoke_refresh_tokens<C: ConnectionTrait>(conn: &C, families: &[String]) -> Result<u64, DbErr> {
     Ok(refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
-        .filter(refresh_token::Column::FamilyId.eq(family_id))
+        .filter(refresh_token::Column::FamilyId.is_in(families.iter().map(String::as_str)))
         .filter(refresh_token::Column::RevokedAt.is_null())
         .exec(conn)
         .await?
@@ -447,10 +396,6 @@ fn stored_role(user: &user::Model) -> Result<Role, AuthError> {
         tracing::error!(user_id = %user.id, "stored role is not a known role");
         AuthError::Database(DbErr::Custom(format!("user {} has an unknown role", user.id)))
     })
-}
-
-fn no_such_user(username: &str) -> AuthError {
-    AuthError::InvalidInput(format!("no user named '{}'", loggable(username)))
 }
 
 /// A username as it may appear in logs and messages: at most 64 characters.
@@ -478,6 +423,8 @@ fn hash_token(token: &str) -> String {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+mod users;
 
 #[cfg(test)]
 mod tests;

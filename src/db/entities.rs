@@ -4,4 +4,5 @@ pub mod item;
 pub mod item_tag;
 pub mod outbox;
 pub mod refresh_token;
+pub mod revoked_session;
 pub mod user;

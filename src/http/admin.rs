@@ -1,8 +1,9 @@
 //! Operations (admin): `GET /api/v1/admin/actors`, `POST /api/v1/admin/chaos`,
-//! `POST /api/v1/admin/users`, `GET /api/v1/admin/auth`.
+//! `POST /api/v1/admin/users`, `POST /api/v1/admin/users/{username}/revoke-sessions`,
+//! `GET /api/v1/admin/auth`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -12,8 +13,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Admin, ApiJson, ApiQuery};
 use super::openapi::{
-    CreatedUser, ErrorBody, Forbidden, Internal, InvalidBody, MalformedJson, PayloadTooLarge,
-    Unauthenticated, UnsupportedMediaType,
+    CreatedUser, DatabaseUnavailable, ErrorBody, Forbidden, Internal, InvalidBody, MalformedJson,
+    PayloadTooLarge, Unauthenticated, UnsupportedMediaType,
 };
 use crate::auth::{AuthReport, Role};
 use crate::supervision::supervisor::{ChaosAction, ChaosError};
@@ -206,4 +207,33 @@ pub async fn create_user(
 #[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
 pub async fn auth_report(State(state): State<AppState>, caller: Admin) -> Json<AuthReport> {
     Json(state.auth().report())
+}
+
+/// Ends every session of a user: their refresh tokens stop working and their access tokens are
+/// refused at once, on every node.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/users/{username}/revoke-sessions",
+    operation_id = "revokeUserSessions",
+    tag = "admin",
+    params(("username" = String, Path, description = "The user whose sessions end.", example = "ada")),
+    responses(
+        (status = 204, description = "Every session of the user is revoked (also when they had none). \
+            They can log in again."),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "No user has that name (`not_found`).", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = DatabaseUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
+#[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
+pub async fn revoke_sessions(
+    State(state): State<AppState>,
+    caller: Admin,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.auth().revoke_user_sessions(&username).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -124,7 +124,7 @@ pub async fn refresh(
     Ok(token_response(pair))
 }
 
-/// Revokes the session (the refresh token's whole family).
+/// Ends the caller's session and the one the refresh token belongs to, if it is the caller's.
 #[utoipa::path(
     post,
     path = "/api/v1/auth/logout",
@@ -132,8 +132,10 @@ pub async fn refresh(
     tag = "auth",
     request_body = RefreshRequest,
     responses(
-        (status = 204, description = "The session is revoked (also when the refresh token was unknown: \
-            logout is idempotent)."),
+        (status = 204, description = "The caller's current session is revoked (its access tokens are \
+            refused from now on), and so is the refresh token's session when it belongs to the caller. A \
+            refresh token that is unknown, or belongs to another user, is ignored with the same answer: \
+            logout is idempotent and tells nothing about other users' tokens."),
         (status = 400, response = MalformedJson),
         (status = 401, response = Unauthenticated),
         (status = 413, response = PayloadTooLarge),
@@ -150,7 +152,7 @@ pub async fn logout(
     caller: Viewer,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
-    state.auth().logout(&body.refresh_token).await?;
+    state.auth().logout(&caller.principal, &body.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -181,6 +181,8 @@ impl From<AuthError> for ApiError {
             AuthError::MissingToken => unauthorized("missing_token", err.to_string()),
             AuthError::InvalidToken(_) => unauthorized("invalid_token", err.to_string()),
             AuthError::Expired => unauthorized("token_expired", err.to_string()),
+            AuthError::SessionRevoked => unauthorized("invalid_token", err.to_string()),
+            AuthError::UnknownUser(_) => Self::NotFound(err.to_string()),
             AuthError::BadCredentials => unauthorized("invalid_credentials", err.to_string()),
             AuthError::InvalidRefreshToken => unauthorized("invalid_refresh_token", err.to_string()),
             AuthError::RefreshReuse => unauthorized("refresh_token_reused", err.to_string()),

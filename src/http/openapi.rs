@@ -67,6 +67,7 @@ a generated UUID).";
         items::delete,
         admin::create_user,
         admin::auth_report,
+        admin::revoke_sessions,
         admin::actors,
         admin::chaos,
     ),

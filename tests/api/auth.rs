@@ -13,7 +13,7 @@ fn now() -> u64 {
 fn claims(overrides: Value) -> Value {
     let mut c = json!({
         "sub": "x", "name": "admin", "role": "admin", "iss": "castwork", "aud": "castwork-api",
-        "exp": now() + 600, "nbf": now() - 10, "iat": now() - 10, "jti": "j"
+        "exp": now() + 600, "nbf": now() - 10, "iat": now() - 10, "jti": "j", "sid": "s"
     });
     for (k, v) in overrides.as_object().unwrap() {
         c[k] = v.clone();

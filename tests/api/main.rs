@@ -27,4 +27,6 @@ mod openapi;
 mod openapi_rules;
 mod proxy_smoke;
 mod redis_outage;
+mod revocation_sync;
+mod sessions;
 mod views;

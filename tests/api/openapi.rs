@@ -23,6 +23,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/api/v1/items/{id}", &["put", "patch", "delete"]),
     ("/api/v1/admin/users", &["post"]),
     ("/api/v1/admin/auth", &["get"]),
+    ("/api/v1/admin/users/{username}/revoke-sessions", &["post"]),
     ("/api/v1/admin/actors", &["get"]),
     ("/api/v1/admin/chaos", &["post"]),
 ];

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use migration::MigratorTrait;
-use sea_orm::Database;
+use sea_orm::{Database, IntoActiveModel};
 
 use super::*;
 use crate::auth::PolicyError;
@@ -31,6 +31,8 @@ fn settings() -> AuthSettings {
         hashing_concurrency: 0,
         hashing_wait_ms: 2000,
         password_min_score: 3,
+        revocation_poll_ms: 1000,
+        revocation_max_entries: 1000,
     }
 }
 
@@ -315,11 +317,53 @@ async fn logout_revokes_the_family_and_is_idempotent() {
     let svc = &test.service;
     let first = svc.login("alice", PASSWORD, client()).await.unwrap();
     let second = svc.refresh(&first.refresh_token).await.unwrap();
-    svc.logout(&second.refresh_token).await.unwrap();
+    let caller = svc.authenticate(&second.access_token).unwrap();
+    svc.logout(&caller, &second.refresh_token).await.unwrap();
     assert!(matches!(svc.refresh(&second.refresh_token).await, Err(AuthError::InvalidRefreshToken)));
-    svc.logout(&second.refresh_token).await.unwrap();
-    svc.logout("never-issued").await.unwrap();
-    svc.logout("").await.unwrap();
+    assert!(matches!(svc.authenticate(&second.access_token), Err(AuthError::SessionRevoked)));
+    assert!(matches!(svc.authenticate(&first.access_token), Err(AuthError::SessionRevoked)));
+    svc.logout(&caller, &second.refresh_token).await.unwrap();
+    svc.logout(&caller, "never-issued").await.unwrap();
+    svc.logout(&caller, "").await.unwrap();
+}
+
+#[tokio::test]
+async fn logout_revokes_only_the_callers_own_sessions() {
+    let (test, _) = with_alice().await;
+    let svc = &test.service;
+    svc.create_user("mallory", PASSWORD, Role::Viewer).await.unwrap();
+    let alices = svc.login("alice", PASSWORD, client()).await.unwrap();
+    let alices_other = svc.login("alice", PASSWORD, client()).await.unwrap();
+    let mallorys = svc.login("mallory", PASSWORD, client()).await.unwrap();
+    let mallory = svc.authenticate(&mallorys.access_token).unwrap();
+
+    svc.logout(&mallory, &alices.refresh_token).await.unwrap();
+    assert!(stored(svc, &alices.refresh_token).await.revoked_at.is_none());
+    assert!(svc.authenticate(&alices.access_token).is_ok());
+    assert!(matches!(svc.authenticate(&mallorys.access_token), Err(AuthError::SessionRevoked)));
+
+    // a caller may end another session of its own with its refresh token
+    let alice = svc.authenticate(&alices.access_token).unwrap();
+    svc.logout(&alice, &alices_other.refresh_token).await.unwrap();
+    assert!(matches!(svc.authenticate(&alices_other.access_token), Err(AuthError::SessionRevoked)));
+    assert!(matches!(svc.authenticate(&alices.access_token), Err(AuthError::SessionRevoked)));
+}
+
+#[tokio::test]
+async fn admin_revoke_ends_every_session_of_the_user() {
+    let (test, _) = with_alice().await;
+    let svc = &test.service;
+    let one = svc.login("alice", PASSWORD, client()).await.unwrap();
+    let two = svc.login("alice", PASSWORD, client()).await.unwrap();
+    svc.create_user("root-user", PASSWORD, Role::Admin).await.unwrap();
+    let theirs = svc.login("root-user", PASSWORD, client()).await.unwrap();
+    assert_eq!(svc.revoke_user_sessions("alice").await.unwrap(), 2);
+    for pair in [&one, &two] {
+        assert!(matches!(svc.authenticate(&pair.access_token), Err(AuthError::SessionRevoked)));
+        assert!(matches!(svc.refresh(&pair.refresh_token).await, Err(AuthError::InvalidRefreshToken)));
+    }
+    assert!(svc.authenticate(&theirs.access_token).is_ok());
+    assert!(matches!(svc.revoke_user_sessions("nobody").await, Err(AuthError::UnknownUser(_))));
 }
 
 #[tokio::test]
@@ -344,7 +388,9 @@ async fn set_password_replaces_it_and_ends_sessions() {
     let (test, _) = with_alice().await;
     let svc = &test.service;
     let pair = svc.login("alice", PASSWORD, client()).await.unwrap();
+    assert!(svc.authenticate(&pair.access_token).is_ok());
     svc.set_password("alice", "a brand new password").await.unwrap();
+    assert!(matches!(svc.authenticate(&pair.access_token), Err(AuthError::SessionRevoked)));
     assert!(matches!(svc.login("alice", PASSWORD, client()).await, Err(AuthError::BadCredentials)));
     assert!(svc.login("alice", "a brand new password", client()).await.is_ok());
     assert!(matches!(svc.refresh(&pair.refresh_token).await, Err(AuthError::InvalidRefreshToken)));
