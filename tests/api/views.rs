@@ -6,7 +6,7 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::json;
 
 use crate::both;
-use crate::helpers::{Backend, TestApp, encode, poll_until, spawn_app_with};
+use crate::helpers::{Backend, TestApp, encode, poll_until, spawn_app_with, user_password};
 
 /// The stored view count of an item (what trending ranks by).
 pub async fn stored_views(app: &TestApp, id: &str) -> i64 {
@@ -48,7 +48,7 @@ async fn repeated_views_by_one_user_count_once(backend: Backend) {
         view(&app, &pumper, "pumped").await;
     }
     // a new token of the same user is the same viewer
-    let again = app.token_for("pumper", "pumper-password").await;
+    let again = app.token_for("pumper", &user_password("pumper")).await;
     view(&app, &again, "pumped").await;
     view(&app, &pumper, "read").await;
     // sent last: once its view is stored, every view before it has been handled
