@@ -53,6 +53,12 @@ pub mod env {
     ];
 }
 
+/// hyper's own ceiling on a request target (`server.max_uri_bytes` stays below it): longer
+/// targets get hyper's bodyless 414 before castwork sees them.
+pub const HYPER_MAX_URI_BYTES: usize = 65_534;
+/// The highest zxcvbn score (`auth.password_min_score` is at most this).
+pub const PASSWORD_MAX_SCORE: u8 = 4;
+
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// A configuration error, naming the key at fault.
@@ -460,7 +466,7 @@ impl Settings {
                 "must be 0 (derived from the open-file limit) or at most 1000000",
             );
         }
-        if !(256..=crate::server::HYPER_MAX_URI_BYTES).contains(&self.server.max_uri_bytes) {
+        if !(256..=HYPER_MAX_URI_BYTES).contains(&self.server.max_uri_bytes) {
             return bad("server.max_uri_bytes", "must be between 256 and 65534");
         }
         if !(1024..=1024 * 1024).contains(&self.server.max_header_bytes) {
@@ -508,7 +514,7 @@ impl Settings {
         if auth.hashing_wait_ms >= self.server.request_timeout_secs.saturating_mul(1000) {
             return bad("auth.hashing_wait_ms", "must be less than server.request_timeout_secs");
         }
-        if auth.password_min_score > crate::auth::policy::MAX_SCORE {
+        if auth.password_min_score > PASSWORD_MAX_SCORE {
             return bad("auth.password_min_score", "must be between 0 and 4 (zxcvbn's scale)");
         }
         if !(10..=60_000).contains(&auth.revocation_poll_ms) {

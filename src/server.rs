@@ -38,8 +38,9 @@ use self::registry::{Registered, Registry};
 use crate::config::Settings;
 use crate::metrics;
 
-/// hyper's own ceiling on a request target: longer ones get its bodyless 414.
-pub const HYPER_MAX_URI_BYTES: usize = 65_534;
+/// hyper's own ceiling on a request target: longer ones get its bodyless 414
+/// (kept with the settings it bounds).
+pub use crate::config::HYPER_MAX_URI_BYTES;
 
 /// How long the loop pauses after an accept error that is not the peer's doing
 /// (out of descriptors, ...), so the error cannot become a busy loop.

@@ -103,7 +103,7 @@ impl Application {
             explore.set_change_sink(Arc::new(CacheSink { cache: cache.clone() }));
         }
         if let Some(l2) = cache.as_ref().and_then(Cache::l2) {
-            auth.revocations().set_redis(l2.clone());
+            auth.revocations().set_announcer(Arc::new(l2.clone()));
         }
         let cached = CachedExplore::new(explore.clone(), cache.clone(), Ttls::from_settings(&settings.cache));
         let revocations = auth.revocations().clone();

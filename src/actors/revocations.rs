@@ -9,7 +9,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
-use crate::auth::revocation::{CHANNEL, Revocations};
+use crate::auth::revocation::{Announcer, CHANNEL, Revocations};
 use crate::cache::redis::{RedisEvent, RedisTier};
 use crate::metrics;
 use crate::supervision::child::ChaosTarget;
@@ -147,5 +147,12 @@ async fn poll(revocations: &Revocations) {
             metrics::auth_revocation_error("poll");
             tracing::warn!(%error, "could not read revocations; retrying at the next poll");
         }
+    }
+}
+
+/// Revocations are announced to the other nodes on the cache's Redis, on [`CHANNEL`].
+impl Announcer for RedisTier {
+    fn announce(&self, payload: String) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.publish(CHANNEL, &payload).await.map_err(|e| e.to_string()) })
     }
 }

@@ -20,8 +20,8 @@ pub const PASSWORD_MAX: usize = 1024;
 /// Characters of a password the strength estimate reads; a longer password is judged by its
 /// start, which must then be strong on its own.
 pub const STRENGTH_INPUT_MAX: usize = 256;
-/// The highest zxcvbn score.
-pub const MAX_SCORE: u8 = 4;
+/// The highest zxcvbn score (kept with the setting it bounds).
+pub use crate::config::PASSWORD_MAX_SCORE as MAX_SCORE;
 
 /// A username or password that breaks a rule; the message names the rule and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

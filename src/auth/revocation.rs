@@ -19,8 +19,8 @@
 pub mod list;
 pub mod store;
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
@@ -28,8 +28,14 @@ use serde::{Deserialize, Serialize};
 
 pub use self::list::{Inserted, Refusal, RevokedSessions};
 use super::jwt::{LEEWAY_SECS, now_secs};
-use crate::cache::redis::RedisTier;
 use crate::metrics;
+
+/// Where a node tells the others of its revocations at once: Redis pub/sub on [`CHANNEL`]
+/// when `cache.redis.url` is set (the runtime wires it; this concern knows no transport).
+pub trait Announcer: Send + Sync {
+    /// Publishes one announcement (JSON); the error says why it could not be sent.
+    fn announce(&self, payload: String) -> futures::future::BoxFuture<'_, Result<(), String>>;
+}
 
 /// The Redis channel suffix revocations are published on: `{key_prefix}:revoked`.
 pub const CHANNEL: &str = "revoked";
@@ -77,7 +83,7 @@ struct Announcement {
 pub struct Revocations {
     list: RevokedSessions,
     db: DatabaseConnection,
-    redis: OnceLock<RedisTier>,
+    announcer: OnceLock<Arc<dyn Announcer>>,
     /// How long an entry is held: access-token lifetime plus leeway, in seconds.
     hold_secs: u64,
     /// The highest `revoked_sessions.id` read so far.
@@ -91,7 +97,7 @@ impl Revocations {
         Self {
             list: RevokedSessions::new(capacity),
             db,
-            redis: OnceLock::new(),
+            announcer: OnceLock::new(),
             hold_secs: access_ttl_secs.saturating_add(LEEWAY_SECS),
             last_seen: AtomicI64::new(0),
         }
@@ -102,9 +108,10 @@ impl Revocations {
         &self.list
     }
 
-    /// Publishes later revocations on `tier` too. Only the first call counts.
-    pub fn set_redis(&self, tier: RedisTier) {
-        let _ = self.redis.set(tier);
+    /// Announces later revocations through `announcer` too (Redis pub/sub, when configured).
+    /// Only the first call counts.
+    pub fn set_announcer(&self, announcer: Arc<dyn Announcer>) {
+        let _ = self.announcer.set(announcer);
     }
 
     /// Revokes `sids` now: held in memory at once, then written to the table within `conn`
@@ -128,13 +135,13 @@ impl Revocations {
     /// Tells the other nodes at once through Redis, when configured. A failure is logged and
     /// counted; they still read the revocation from the table on their next poll.
     pub async fn announce(&self, sids: &[String], until: u64) {
-        let Some(tier) = self.redis.get() else { return };
+        let Some(announcer) = self.announcer.get() else { return };
         if sids.is_empty() {
             return;
         }
         let announcement = Announcement { sids: sids.to_vec(), until };
         let Ok(payload) = serde_json::to_string(&announcement) else { return };
-        if let Err(error) = tier.publish(CHANNEL, &payload).await {
+        if let Err(error) = announcer.announce(payload).await {
             metrics::auth_revocation_error("publish");
             tracing::warn!(%error, "could not publish a revocation; other nodes will read it from the database");
         }
