@@ -147,23 +147,12 @@ async fn roles_are_enforced(backend: Backend) {
 }
 both!(roles_are_enforced);
 
-async fn post_refresh(app: &TestApp, token: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .post(app.url("/api/v1/auth/refresh"))
-        .json(&json!({ "refresh_token": token }))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 async fn refresh_tokens_rotate_and_reuse_revokes_the_family(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
     let first: Value = app.login("admin", ADMIN_PASSWORD).await.json().await.unwrap();
     let r1 = first["refresh_token"].as_str().unwrap().to_owned();
 
-    let (status, second) = post_refresh(&app, &r1).await;
+    let (status, second) = app.refresh(&r1).await;
     assert_eq!(status, 200, "{second}");
     let r2 = second["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(r1, r2);
@@ -171,32 +160,22 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(backend: Backend) {
     assert_eq!(status, 200);
 
     // r1 was spent: using it again is reuse, which revokes the whole family (r2 too)
-    let (status, body) = post_refresh(&app, &r1).await;
+    let (status, body) = app.refresh(&r1).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("refresh_token_reused")), "{body}");
-    let (status, body) = post_refresh(&app, &r2).await;
+    let (status, body) = app.refresh(&r2).await;
     assert_eq!(status, 401, "{body}");
 
     // an unknown token
-    let (status, body) = post_refresh(&app, "made-up").await;
+    let (status, body) = app.refresh("made-up").await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_refresh_token")));
 }
 both!(refresh_tokens_rotate_and_reuse_revokes_the_family);
 
 async fn logout_revokes_the_session(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
-    let pair: Value = app.login("admin", ADMIN_PASSWORD).await.json().await.unwrap();
-    let access = pair["access_token"].as_str().unwrap();
-    let refresh = pair["refresh_token"].as_str().unwrap();
-    let response = app
-        .client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(access)
-        .json(&json!({ "refresh_token": refresh }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
-    let (status, _) = post_refresh(&app, refresh).await;
+    let (access, refresh) = app.login_pair("admin", ADMIN_PASSWORD).await;
+    assert_eq!(app.logout(&access, &refresh).await, 204);
+    let (status, _) = app.refresh(&refresh).await;
     assert_eq!(status, 401);
     // logout needs authentication
     let response = app

@@ -181,6 +181,40 @@ impl TestApp {
             .expect("login request")
     }
 
+    /// Logs in; returns the access and refresh tokens (the login must succeed).
+    pub async fn login_pair(&self, username: &str, password: &str) -> (String, String) {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status(), 200, "login as {username}");
+        let pair: Value = response.json().await.expect("token json");
+        let token = |name: &str| pair[name].as_str().expect("a token").to_owned();
+        (token("access_token"), token("refresh_token"))
+    }
+
+    /// `POST /api/v1/auth/refresh`: the status and the JSON body (`null` when there is none).
+    pub async fn refresh(&self, refresh_token: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/refresh"))
+            .json(&serde_json::json!({ "refresh_token": refresh_token }))
+            .send()
+            .await
+            .expect("refresh request");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /api/v1/auth/logout` with `access` as the bearer: the status.
+    pub async fn logout(&self, access: &str, refresh_token: &str) -> u16 {
+        self.client
+            .post(self.url("/api/v1/auth/logout"))
+            .bearer_auth(access)
+            .json(&serde_json::json!({ "refresh_token": refresh_token }))
+            .send()
+            .await
+            .expect("logout request")
+            .status()
+            .as_u16()
+    }
+
     /// An access token for the bootstrap admin.
     pub async fn admin_token(&self) -> String {
         self.token_for("admin", ADMIN_PASSWORD).await

@@ -7,40 +7,9 @@ use serde_json::{Value, json};
 use crate::both;
 use crate::helpers::{ADMIN_PASSWORD, Backend, JWT_SECRET, TestApp, spawn_app_with};
 
-/// A login's whole token response.
-pub async fn login_pair(app: &TestApp, username: &str, password: &str) -> (String, String) {
-    let response = app.login(username, password).await;
-    assert_eq!(response.status(), 200, "login as {username}");
-    let pair: Value = response.json().await.unwrap();
-    (pair["access_token"].as_str().unwrap().to_owned(), pair["refresh_token"].as_str().unwrap().to_owned())
-}
-
 /// Status of `GET /api/v1/auth/me` with `token`, and the error code if any.
 pub async fn me(app: &TestApp, token: &str) -> (u16, Value) {
     app.get_json("/api/v1/auth/me", Some(token)).await
-}
-
-async fn logout(app: &TestApp, access: &str, refresh: &str) -> u16 {
-    app.client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(access)
-        .json(&json!({ "refresh_token": refresh }))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-async fn refresh(app: &TestApp, token: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .post(app.url("/api/v1/auth/refresh"))
-        .json(&json!({ "refresh_token": token }))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
 }
 
 async fn create_user(app: &TestApp, username: &str, role: &str) -> String {
@@ -61,15 +30,15 @@ async fn create_user(app: &TestApp, username: &str, role: &str) -> String {
 async fn logout_with_another_users_refresh_token_revokes_nothing_of_theirs(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
     let password = create_user(&app, "mallory", "viewer").await;
-    let (victim_access, victim_refresh) = login_pair(&app, "admin", ADMIN_PASSWORD).await;
-    let (mallory_access, _) = login_pair(&app, "mallory", &password).await;
+    let (victim_access, victim_refresh) = app.login_pair("admin", ADMIN_PASSWORD).await;
+    let (mallory_access, _) = app.login_pair("mallory", &password).await;
 
     // answered like an unknown token: nothing tells the caller whether it was valid
-    assert_eq!(logout(&app, &mallory_access, &victim_refresh).await, 204);
+    assert_eq!(app.logout(&mallory_access, &victim_refresh).await, 204);
 
     // the victim's session is untouched: its access token works and its refresh token rotates
     assert_eq!(me(&app, &victim_access).await.0, 200);
-    let (status, body) = refresh(&app, &victim_refresh).await;
+    let (status, body) = app.refresh(&victim_refresh).await;
     assert_eq!(status, 200, "{body}");
     // the caller's own session ended all the same
     assert_eq!(me(&app, &mallory_access).await.0, 401);
@@ -78,29 +47,29 @@ both!(logout_with_another_users_refresh_token_revokes_nothing_of_theirs);
 
 async fn access_token_is_refused_at_once_after_logout(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
-    let (access, refresh_token) = login_pair(&app, "admin", ADMIN_PASSWORD).await;
+    let (access, refresh_token) = app.login_pair("admin", ADMIN_PASSWORD).await;
     // verified, so remembered: the next use would skip the signature check
     assert_eq!(me(&app, &access).await.0, 200);
     assert_eq!(me(&app, &access).await.0, 200);
-    assert_eq!(logout(&app, &access, &refresh_token).await, 204);
+    assert_eq!(app.logout(&access, &refresh_token).await, 204);
     let (status, body) = me(&app, &access).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_token")), "{body}");
     // another session of the same user is not affected
-    let (other, _) = login_pair(&app, "admin", ADMIN_PASSWORD).await;
+    let (other, _) = app.login_pair("admin", ADMIN_PASSWORD).await;
     assert_eq!(me(&app, &other).await.0, 200);
 }
 both!(access_token_is_refused_at_once_after_logout);
 
 async fn refresh_token_reuse_refuses_the_familys_access_tokens(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
-    let (first_access, r1) = login_pair(&app, "admin", ADMIN_PASSWORD).await;
-    let (status, second) = refresh(&app, &r1).await;
+    let (first_access, r1) = app.login_pair("admin", ADMIN_PASSWORD).await;
+    let (status, second) = app.refresh(&r1).await;
     assert_eq!(status, 200, "{second}");
     let second_access = second["access_token"].as_str().unwrap().to_owned();
     assert_eq!(me(&app, &first_access).await.0, 200);
     assert_eq!(me(&app, &second_access).await.0, 200);
 
-    let (status, body) = refresh(&app, &r1).await;
+    let (status, body) = app.refresh(&r1).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("refresh_token_reused")), "{body}");
     for token in [&first_access, &second_access] {
         let (status, body) = me(&app, token).await;
@@ -112,7 +81,7 @@ both!(refresh_token_reuse_refuses_the_familys_access_tokens);
 async fn jwt_with_a_crit_header_is_refused(backend: Backend) {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
     let app = spawn_app_with(backend, |_| {}).await;
-    let (access, _) = login_pair(&app, "admin", ADMIN_PASSWORD).await;
+    let (access, _) = app.login_pair("admin", ADMIN_PASSWORD).await;
     let parts: Vec<&str> = access.split('.').collect();
     let claims: Value = serde_json::from_slice(
         &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, parts[1]).unwrap(),
@@ -133,8 +102,8 @@ both!(jwt_with_a_crit_header_is_refused);
 async fn admin_revokes_a_users_sessions(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
     let password = create_user(&app, "victor", "editor").await;
-    let (access, refresh_token) = login_pair(&app, "victor", &password).await;
-    let (other_access, _) = login_pair(&app, "victor", &password).await;
+    let (access, refresh_token) = app.login_pair("victor", &password).await;
+    let (other_access, _) = app.login_pair("victor", &password).await;
     assert_eq!(me(&app, &access).await.0, 200);
     let admin = app.admin_token().await;
     let revoke = |token: String, username: &'static str| {
@@ -149,9 +118,9 @@ async fn admin_revokes_a_users_sessions(backend: Backend) {
     assert_eq!(revoke(admin.clone(), "victor").await, 204);
     assert_eq!(me(&app, &access).await.0, 401);
     assert_eq!(me(&app, &other_access).await.0, 401);
-    assert_eq!(refresh(&app, &refresh_token).await.0, 401);
+    assert_eq!(app.refresh(&refresh_token).await.0, 401);
     // the user can log in again
-    let (fresh, _) = login_pair(&app, "victor", &password).await;
+    let (fresh, _) = app.login_pair("victor", &password).await;
     assert_eq!(me(&app, &fresh).await.0, 200);
     // the admin's own session is untouched
     assert_eq!(me(&app, &admin).await.0, 200);
