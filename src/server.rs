@@ -9,9 +9,10 @@
 //! keep-alive connection or one still sending its head. Stopping alone would
 //! let a few hundred silent sockets lock everyone out (health probes included)
 //! until their timeouts; closing the oldest non-busy connection keeps the node
-//! reachable, and a client whose request is in flight is never cut. When every
+//! reachable, and a client whose request is in flight is not cut for it. When every
 //! connection is serving a request, the loop waits for one to finish; requests
-//! are bounded by `server.request_timeout_secs`.
+//! are bounded by `server.request_timeout_secs`, and their responses must be
+//! read within `server.response_write_timeout_secs` more.
 
 pub mod conn;
 pub mod limits;
@@ -83,6 +84,9 @@ impl ServeLimits {
             timeouts: Timeouts {
                 header_read: Duration::from_secs(server.header_read_timeout_secs),
                 idle: Duration::from_secs(server.idle_timeout_secs),
+                busy: Duration::from_secs(
+                    server.request_timeout_secs.saturating_add(server.response_write_timeout_secs),
+                ),
             },
             // room for hyper's longest target plus castwork's header budget, so
             // that every head within hyper's target limit reaches castwork's checks

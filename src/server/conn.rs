@@ -58,6 +58,9 @@ pub enum CloseReason {
     IdleTimeout,
     /// Closed at the connection cap to admit a newer connection.
     Evicted,
+    /// A response not handed to the socket within `server.request_timeout_secs` +
+    /// `server.response_write_timeout_secs`: a client that does not read.
+    WriteTimeout,
 }
 
 impl CloseReason {
@@ -67,17 +70,23 @@ impl CloseReason {
             Self::HeaderTimeout => "header_timeout",
             Self::IdleTimeout => "idle_timeout",
             Self::Evicted => "evicted",
+            Self::WriteTimeout => "write_timeout",
         }
     }
 }
 
-/// The two connection deadlines.
+/// The connection deadlines.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// From opening (or the first byte of a next request) to a whole head.
     pub header_read: Duration,
     /// From the end of a response to the first byte of the next request.
     pub idle: Duration,
+    /// From a request's head to the last byte of its response handed to the socket: the
+    /// handler's own deadline plus the time a client may take to read the answer. Past it the
+    /// client is not reading (a slow-read attack would otherwise hold the connection, which
+    /// is busy and so never evicted, for as long as it likes).
+    pub busy: Duration,
 }
 
 /// State shared by a connection's socket wrapper, its in-flight requests and its watchdog.
@@ -168,8 +177,7 @@ pub async fn watchdog(conn: &ConnState, timeouts: Timeouts) -> CloseReason {
         let deadline = match phase {
             Phase::Head => Some((since + timeouts.header_read, CloseReason::HeaderTimeout)),
             Phase::Idle => Some((since + timeouts.idle, CloseReason::IdleTimeout)),
-            // a request in flight is bounded by server.request_timeout_secs
-            Phase::Busy => None,
+            Phase::Busy => Some((since + timeouts.busy, CloseReason::WriteTimeout)),
         };
         match deadline {
             Some((at, reason)) if at <= Instant::now() => return reason,
@@ -294,7 +302,11 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
-    const T: Timeouts = Timeouts { header_read: Duration::from_secs(2), idle: Duration::from_secs(10) };
+    const T: Timeouts = Timeouts {
+        header_read: Duration::from_secs(2),
+        idle: Duration::from_secs(10),
+        busy: Duration::from_secs(1000),
+    };
 
     fn conn() -> Arc<ConnState> {
         Arc::new(ConnState::new(1, Arc::new(Notify::new())))
@@ -309,7 +321,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_request_in_flight_is_never_cut_and_idle_follows_it() {
+    async fn a_request_in_flight_is_not_cut_within_its_deadline_and_idle_follows_it() {
         let c = conn();
         let request = InFlight::begin(c.clone());
         let dog = tokio::spawn({
@@ -356,5 +368,34 @@ mod tests {
         drop(request);
         busy.request_eviction();
         assert_eq!(dog.await.ok(), Some(CloseReason::Evicted));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_response_the_client_does_not_read_is_closed_at_the_busy_deadline() {
+        let c = conn();
+        let _request = InFlight::begin(c.clone());
+        let started = Instant::now();
+        assert_eq!(watchdog(&c, T).await, CloseReason::WriteTimeout);
+        assert_eq!(started.elapsed(), T.busy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_request_gets_its_own_busy_deadline() {
+        let c = conn();
+        let dog = tokio::spawn({
+            let c = c.clone();
+            async move { watchdog(&c, T).await }
+        });
+        // requests back to back, each well inside the deadline, together far past it
+        for _ in 0..5 {
+            let request = InFlight::begin(c.clone());
+            tokio::time::sleep(T.busy / 2).await;
+            drop(request);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            c.on_bytes();
+        }
+        assert!(!dog.is_finished(), "no single request was busy past its deadline");
+        let _request = InFlight::begin(c.clone());
+        assert_eq!(dog.await.ok(), Some(CloseReason::WriteTimeout));
     }
 }
