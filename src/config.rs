@@ -160,9 +160,8 @@ pub struct ServerSettings {
     pub header_read_timeout_secs: u64,
     /// A keep-alive connection with no request in flight is closed after this long.
     pub idle_timeout_secs: u64,
-    /// Past `request_timeout_secs`, how long a response may take to be read by its client
-    /// before the connection is closed.
-    pub response_write_timeout_secs: u64,
+    /// How long a write may wait for a client that reads nothing before its connection closes.
+    pub write_timeout_secs: u64,
     /// Cap on open connections; 0: derived from the open-file limit.
     pub max_connections: usize,
     /// Longest request target (path and query) answered; longer: 414.

@@ -11,8 +11,8 @@
 //! until their timeouts; closing the oldest non-busy connection keeps the node
 //! reachable, and a client whose request is in flight is not cut for it. When every
 //! connection is serving a request, the loop waits for one to finish; requests
-//! are bounded by `server.request_timeout_secs`, and their responses must be
-//! read within `server.response_write_timeout_secs` more.
+//! are bounded by `server.request_timeout_secs`, and a client that reads none of
+//! its response for `server.write_timeout_secs` is closed.
 
 pub mod conn;
 pub mod limits;
@@ -84,9 +84,7 @@ impl ServeLimits {
             timeouts: Timeouts {
                 header_read: Duration::from_secs(server.header_read_timeout_secs),
                 idle: Duration::from_secs(server.idle_timeout_secs),
-                busy: Duration::from_secs(
-                    server.request_timeout_secs.saturating_add(server.response_write_timeout_secs),
-                ),
+                write_stall: Duration::from_secs(server.write_timeout_secs),
             },
             // room for hyper's longest target plus castwork's header budget, so
             // that every head within hyper's target limit reaches castwork's checks

@@ -23,7 +23,7 @@ fn edge_limits_are_validated() {
     for (key, value) in [
         ("server.header_read_timeout_secs", 0),
         ("server.idle_timeout_secs", 0),
-        ("server.response_write_timeout_secs", 0),
+        ("server.write_timeout_secs", 0),
         ("server.max_connections", 2_000_000),
         ("server.max_uri_bytes", 70_000),
         ("server.max_header_bytes", 100),

@@ -25,8 +25,8 @@ impl Settings {
         if self.server.idle_timeout_secs == 0 {
             return bad("server.idle_timeout_secs", "must be at least 1");
         }
-        if self.server.response_write_timeout_secs == 0 {
-            return bad("server.response_write_timeout_secs", "must be at least 1");
+        if self.server.write_timeout_secs == 0 {
+            return bad("server.write_timeout_secs", "must be at least 1");
         }
         if self.server.max_connections > 1_000_000 {
             return bad(

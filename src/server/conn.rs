@@ -58,8 +58,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// Closed at the connection cap to admit a newer connection.
     Evicted,
-    /// A response not handed to the socket within `server.request_timeout_secs` +
-    /// `server.response_write_timeout_secs`: a client that does not read.
+    /// The client accepted no byte of what castwork had to send for
+    /// `server.write_timeout_secs`: it is not reading.
     WriteTimeout,
 }
 
@@ -82,11 +82,11 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// From the end of a response to the first byte of the next request.
     pub idle: Duration,
-    /// From a request's head to the last byte of its response handed to the socket: the
-    /// handler's own deadline plus the time a client may take to read the answer. Past it the
-    /// client is not reading (a slow-read attack would otherwise hold the connection, which
-    /// is busy and so never evicted, for as long as it likes).
-    pub busy: Duration,
+    /// How long a write to the socket may make no progress (the client reads nothing) before
+    /// the connection is closed. A connection serving a request is never evicted, so without
+    /// it a client that stops reading a response could hold its connection for ever; a
+    /// stream that the client keeps reading, however long, is not affected.
+    pub write_stall: Duration,
 }
 
 /// State shared by a connection's socket wrapper, its in-flight requests and its watchdog.
@@ -98,6 +98,9 @@ pub struct ConnState {
     /// Milliseconds after `born` at which the current phase began.
     since_ms: AtomicU64,
     in_flight: AtomicU32,
+    /// Milliseconds after `born` since which a write has been waiting for the client to
+    /// read ([`NOT_STALLED`] while writes go through).
+    stalled_since_ms: AtomicU64,
     evict: AtomicBool,
     /// Wakes the watchdog: a phase change or an eviction.
     wake: Notify,
@@ -114,6 +117,7 @@ impl ConnState {
             phase: AtomicU8::new(Phase::Head.as_u8()),
             since_ms: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
+            stalled_since_ms: AtomicU64::new(NOT_STALLED),
             evict: AtomicBool::new(false),
             wake: Notify::new(),
             on_idle,
@@ -141,9 +145,12 @@ impl ConnState {
         self.wake.notify_one();
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
     fn enter(&self, phase: Phase) {
-        let since = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.since_ms.store(since, Ordering::SeqCst);
+        self.since_ms.store(self.now_ms(), Ordering::SeqCst);
         self.phase.store(phase.as_u8(), Ordering::SeqCst);
         self.wake.notify_one();
     }
@@ -155,12 +162,39 @@ impl ConnState {
         }
     }
 
+    /// A write could not go through (the socket's buffer is full): the stall timer starts,
+    /// unless it runs already.
+    fn on_write_blocked(&self) {
+        let now = self.now_ms();
+        if self
+            .stalled_since_ms
+            .compare_exchange(NOT_STALLED, now, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Bytes went out: the client is reading.
+    fn on_write_progress(&self) {
+        self.stalled_since_ms.store(NOT_STALLED, Ordering::SeqCst);
+    }
+
+    /// Since when a write has been waiting for the client, if one is.
+    fn stalled_since(&self) -> Option<Instant> {
+        let ms = self.stalled_since_ms.load(Ordering::SeqCst);
+        (ms != NOT_STALLED).then(|| self.born + Duration::from_millis(ms))
+    }
+
     fn snapshot(&self) -> (Phase, Instant) {
         let phase = self.phase();
         let since = self.born + Duration::from_millis(self.since_ms.load(Ordering::SeqCst));
         (phase, since)
     }
 }
+
+/// `stalled_since_ms` while no write is waiting.
+const NOT_STALLED: u64 = u64::MAX;
 
 /// Completes when the connection must be closed, and says why. Polled next to
 /// the connection for as long as it lives.
@@ -177,7 +211,15 @@ pub async fn watchdog(conn: &ConnState, timeouts: Timeouts) -> CloseReason {
         let deadline = match phase {
             Phase::Head => Some((since + timeouts.header_read, CloseReason::HeaderTimeout)),
             Phase::Idle => Some((since + timeouts.idle, CloseReason::IdleTimeout)),
-            Phase::Busy => Some((since + timeouts.busy, CloseReason::WriteTimeout)),
+            // a request in flight is bounded by server.request_timeout_secs
+            Phase::Busy => None,
+        };
+        // in any phase (hyper may still be flushing a response while idle), a write that has
+        // waited for the client too long ends the connection
+        let stall = conn.stalled_since().map(|at| (at + timeouts.write_stall, CloseReason::WriteTimeout));
+        let deadline = match (deadline, stall) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
         };
         match deadline {
             Some((at, reason)) if at <= Instant::now() => return reason,
@@ -275,16 +317,31 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     }
 }
 
+impl<T> Watched<T> {
+    /// Tells the connection whether a write went through or waits for the client.
+    fn track<R>(&self, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        match &polled {
+            Poll::Pending => self.conn.on_write_blocked(),
+            Poll::Ready(_) => self.conn.on_write_progress(),
+        }
+        polled
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.track(polled)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.track(polled)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -305,7 +362,7 @@ mod tests {
     const T: Timeouts = Timeouts {
         header_read: Duration::from_secs(2),
         idle: Duration::from_secs(10),
-        busy: Duration::from_secs(1000),
+        write_stall: Duration::from_secs(5),
     };
 
     fn conn() -> Arc<ConnState> {
@@ -321,7 +378,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_request_in_flight_is_not_cut_within_its_deadline_and_idle_follows_it() {
+    async fn a_request_in_flight_is_never_cut_and_idle_follows_it() {
         let c = conn();
         let request = InFlight::begin(c.clone());
         let dog = tokio::spawn({
@@ -370,32 +427,45 @@ mod tests {
         assert_eq!(dog.await.ok(), Some(CloseReason::Evicted));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_response_the_client_does_not_read_is_closed_at_the_busy_deadline() {
-        let c = conn();
-        let _request = InFlight::begin(c.clone());
-        let started = Instant::now();
-        assert_eq!(watchdog(&c, T).await, CloseReason::WriteTimeout);
-        assert_eq!(started.elapsed(), T.busy);
+    /// Writes `total` bytes through `watched` in the background.
+    fn write_in_background(mut watched: Watched<tokio::io::DuplexStream>, total: usize) {
+        tokio::spawn(async move {
+            let _ = watched.write_all(&vec![b'x'; total]).await;
+        });
     }
 
     #[tokio::test(start_paused = true)]
-    async fn each_request_gets_its_own_busy_deadline() {
+    async fn a_client_that_stops_reading_is_closed_after_the_write_stall() {
         let c = conn();
+        let _request = InFlight::begin(c.clone());
+        let (_client, server) = tokio::io::duplex(1024);
+        write_in_background(Watched::new(server, c.clone()), 64 * 1024);
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        let closed = tokio::time::timeout(T.write_stall * 10, watchdog(&c, T)).await;
+        assert_eq!(closed.ok(), Some(CloseReason::WriteTimeout));
+        assert!(started.elapsed() <= T.write_stall, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_keeps_reading_a_long_response_is_not_cut() {
+        let c = conn();
+        let request = InFlight::begin(c.clone());
+        let (mut client, server) = tokio::io::duplex(1024);
+        write_in_background(Watched::new(server, c.clone()), 64 * 1024);
         let dog = tokio::spawn({
             let c = c.clone();
             async move { watchdog(&c, T).await }
         });
-        // requests back to back, each well inside the deadline, together far past it
-        for _ in 0..5 {
-            let request = InFlight::begin(c.clone());
-            tokio::time::sleep(T.busy / 2).await;
-            drop(request);
+        // 1 KiB a second: a slow reader, but one that reads, for far longer than the stall
+        let mut buf = [0u8; 1024];
+        let mut read = 0;
+        while read < 64 * 1024 {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            c.on_bytes();
+            read += tokio::io::AsyncReadExt::read(&mut client, &mut buf).await.unwrap_or(0);
+            assert!(!dog.is_finished(), "cut after {read} bytes");
         }
-        assert!(!dog.is_finished(), "no single request was busy past its deadline");
-        let _request = InFlight::begin(c.clone());
-        assert_eq!(dog.await.ok(), Some(CloseReason::WriteTimeout));
+        drop(request);
+        assert_eq!(dog.await.ok(), Some(CloseReason::IdleTimeout));
     }
 }

@@ -140,6 +140,36 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.server.write_timeout_secs = 1;
+        s.server.idle_timeout_secs = 60;
+        s.server.header_read_timeout_secs = 60;
+    })
+    .await;
+    let address: std::net::SocketAddr = socket_address(&app).parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(address).await.unwrap();
+    // far more answers (about 50 KB each) than the socket buffers between the two ends
+    // hold, asked for at once and never read: the node's writes wait for the client
+    let request = "GET /api/openapi.json HTTP/1.1\r\nHost: castwork\r\n\r\n".repeat(4000);
+    let mut sent = 0;
+    while sent < request.len() {
+        stream.writable().await.unwrap();
+        match stream.try_write(&request.as_bytes()[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    // the node closes it with requests still unread, which resets the connection
+    let reset = poll_until(Duration::from_secs(10), || async { stream.take_error().ok().flatten() }).await;
+    assert!(reset.is_some(), "a connection that read nothing was still open after the write timeout");
+    assert_live_within_a_second(&socket_address(&app)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_idle_connections_and_returns_without_waiting_for_the_grace() {
     let dir = std::env::temp_dir().join(format!("castwork-test-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
