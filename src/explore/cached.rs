@@ -69,8 +69,9 @@ pub struct CachedExplore {
 fn digest(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
+        // length-prefixed, so no part (a query may hold any byte) can run into the next
+        hasher.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_le_bytes());
         hasher.update(part.as_bytes());
-        hasher.update([0u8]);
     }
     hex_prefix(hasher)
 }
@@ -325,9 +326,17 @@ mod tests {
         assert_eq!(d.len(), 32);
         assert!(d.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{d}");
         let mut hasher = Sha256::new();
-        hasher.update(b"a\0b\0");
+        hasher.update(b"\x01\0\0\0\0\0\0\0a\x01\0\0\0\0\0\0\0b");
         let expected: String = hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
         assert_eq!(d, expected);
+    }
+
+    #[test]
+    fn digest_parts_cannot_run_into_each_other() {
+        let nul_then_20 = format!("\0{}", 20);
+        assert_ne!(digest(&["a\0", "20", ""]), digest(&["a", &nul_then_20, ""]));
+        assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
+        assert_ne!(digest(&["q", "20", ""]), digest(&["q", "20", "k"]));
     }
 
     #[test]
