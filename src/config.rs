@@ -351,6 +351,18 @@ pub struct BreakerSettings {
     pub max_open_ms: u64,
 }
 
+#[cfg(test)]
+impl AuthSettings {
+    /// The embedded defaults' `[auth]` with `secret`: unit tests start from what a node runs
+    /// with and change only what they test.
+    pub fn for_tests(secret: &str) -> Self {
+        let figment = Figment::new().merge(Toml::string(DEFAULTS));
+        let mut auth = figment.extract_inner::<AuthSettings>("auth").expect("the embedded [auth] parses");
+        auth.jwt_secret = Secret::new(secret);
+        auth
+    }
+}
+
 impl BreakerSettings {
     /// The breaker configuration these settings describe.
     pub fn to_config(&self) -> crate::supervision::breaker::BreakerConfig {

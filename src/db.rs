@@ -3,6 +3,8 @@
 
 pub mod entities;
 pub mod files;
+#[cfg(test)]
+pub mod testing;
 pub mod unavailable;
 
 use std::time::Duration;

@@ -37,6 +37,18 @@ fn without_views(value: &mut Value) {
     }
 }
 
+/// `first` (a list page), `others`, and the detail page of every item on the first page.
+async fn read_paths(app: &TestApp, token: &str, first: &str, others: &[&str]) -> Vec<String> {
+    let (status, page) = app.get_json(first, Some(token)).await;
+    assert_eq!(status, 200, "{page}");
+    let mut paths: Vec<String> =
+        std::iter::once(first).chain(others.iter().copied()).map(str::to_owned).collect();
+    for item in page["items"].as_array().unwrap() {
+        paths.push(format!("/api/v1/explore/items/{}", encode(item["id"].as_str().unwrap())));
+    }
+    paths
+}
+
 async fn status_of(app: &TestApp, token: &str, actor: &str) -> String {
     let tree = app.tree(token).await;
     find_node(&tree, actor).and_then(|n| n["status"].as_str()).unwrap_or("").to_owned()
@@ -55,16 +67,16 @@ async fn reads_bypass_down_cache_shards_at_once() {
     let token = app.admin_token().await;
 
     // the answers with every shard up
-    let (status, page) = app.get_json("/api/v1/explore/items?limit=20", Some(&token)).await;
-    assert_eq!(status, 200, "{page}");
-    let mut paths = vec![
-        "/api/v1/explore/items?limit=20".to_owned(),
-        "/api/v1/explore/items?group=Computer%20Science&limit=5".to_owned(),
-        "/api/v1/explore/search?q=neural%20network&limit=10".to_owned(),
-    ];
-    for item in page["items"].as_array().unwrap() {
-        paths.push(format!("/api/v1/explore/items/{}", encode(item["id"].as_str().unwrap())));
-    }
+    let paths = read_paths(
+        &app,
+        &token,
+        "/api/v1/explore/items?limit=20",
+        &[
+            "/api/v1/explore/items?group=Computer%20Science&limit=5",
+            "/api/v1/explore/search?q=neural%20network&limit=10",
+        ],
+    )
+    .await;
     let expected = read_all(&app, &token, &paths).await;
     assert!(expected.iter().all(|(status, _)| *status == 200), "{expected:?}");
 
@@ -195,17 +207,15 @@ async fn terminated_database_connections_are_503_never_500() {
     .await;
     let database = app.database_url.rsplit('/').next().unwrap().to_owned();
     let token = app.admin_token().await;
-    let (status, page) = app.get_json("/api/v1/explore/items?limit=50", Some(&token)).await;
-    assert_eq!(status, 200, "{page}");
-    let mut paths = vec![
-        "/api/v1/explore/items?limit=50".to_owned(),
-        "/api/v1/explore/search?q=quantum&limit=20".to_owned(),
-        "/api/v1/explore/categories".to_owned(),
-    ];
-    for item in page["items"].as_array().unwrap() {
-        paths.push(format!("/api/v1/explore/items/{}", encode(item["id"].as_str().unwrap())));
-    }
-    let paths = Arc::new(paths);
+    let paths = Arc::new(
+        read_paths(
+            &app,
+            &token,
+            "/api/v1/explore/items?limit=50",
+            &["/api/v1/explore/search?q=quantum&limit=20", "/api/v1/explore/categories"],
+        )
+        .await,
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));

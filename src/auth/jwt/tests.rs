@@ -6,7 +6,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::*;
-use crate::config::Secret;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
 const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
@@ -24,23 +23,7 @@ MCowBQYDK2VwAyEAyYtw+GDjDq+4lNcNX0nGbpfdePh9aoVruYnpeCkgoME=
 ";
 
 fn settings(secret: &str) -> AuthSettings {
-    AuthSettings {
-        jwt_secret: Secret::new(secret),
-        algorithm: JwtAlgorithm::HS256,
-        private_key_path: String::new(),
-        public_key_path: String::new(),
-        issuer: "castwork".to_owned(),
-        audience: "castwork-api".to_owned(),
-        access_ttl_secs: 900,
-        refresh_ttl_secs: 3600,
-        login_burst: 5,
-        login_per_minute: 10,
-        hashing_concurrency: 0,
-        hashing_wait_ms: 2000,
-        password_min_score: 3,
-        revocation_poll_ms: 1000,
-        revocation_max_entries: 1000,
-    }
+    AuthSettings { refresh_ttl_secs: 3600, revocation_max_entries: 1000, ..AuthSettings::for_tests(secret) }
 }
 
 fn keys() -> JwtKeys {

@@ -1,31 +1,14 @@
 //! [`Revocations`] against a fresh SQLite file per test: two instances on one database stand
 //! for two nodes.
 
-use std::path::PathBuf;
-
-use migration::MigratorTrait;
-use sea_orm::{ActiveValue::Set, Database, EntityTrait, PaginatorTrait};
+use sea_orm::{ActiveValue::Set, EntityTrait, PaginatorTrait};
 
 use super::*;
 use crate::db::entities::revoked_session;
+use crate::db::testing::TempSqlite;
 
-struct TestDb {
-    db: DatabaseConnection,
-    dir: PathBuf,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn setup() -> TestDb {
-    let dir = std::env::temp_dir().join(format!("castwork-revocation-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = Database::connect(format!("sqlite://{}?mode=rwc", dir.join("x.db").display())).await.unwrap();
-    migration::Migrator::up(&db, None).await.unwrap();
-    TestDb { db, dir }
+async fn setup() -> TempSqlite {
+    TempSqlite::new().await
 }
 
 fn sids(names: &[&str]) -> Vec<String> {

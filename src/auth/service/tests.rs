@@ -1,14 +1,12 @@
 //! [`AuthService`] against a fresh SQLite file per test.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 
-use migration::MigratorTrait;
-use sea_orm::{Database, IntoActiveModel};
+use sea_orm::IntoActiveModel;
 
 use super::*;
 use crate::auth::PolicyError;
-use crate::config::{JwtAlgorithm, Secret};
+use crate::db::testing::TempSqlite;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -18,33 +16,17 @@ fn client() -> IpAddr {
 
 fn settings() -> AuthSettings {
     AuthSettings {
-        jwt_secret: Secret::new("0123456789abcdef0123456789abcdef-service-tests"),
-        algorithm: JwtAlgorithm::HS256,
-        private_key_path: String::new(),
-        public_key_path: String::new(),
-        issuer: "castwork".to_owned(),
-        audience: "castwork-api".to_owned(),
-        access_ttl_secs: 900,
         refresh_ttl_secs: 3600,
         login_burst: 3,
         login_per_minute: 1,
-        hashing_concurrency: 0,
-        hashing_wait_ms: 2000,
-        password_min_score: 3,
-        revocation_poll_ms: 1000,
         revocation_max_entries: 1000,
+        ..AuthSettings::for_tests("0123456789abcdef0123456789abcdef-service-tests")
     }
 }
 
 struct TestDb {
     service: AuthService,
-    dir: PathBuf,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    _sqlite: TempSqlite,
 }
 
 async fn setup() -> TestDb {
@@ -52,12 +34,9 @@ async fn setup() -> TestDb {
 }
 
 async fn setup_with(settings: AuthSettings) -> TestDb {
-    let dir = std::env::temp_dir().join(format!("castwork-auth-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = Database::connect(format!("sqlite://{}?mode=rwc", dir.join("x.db").display())).await.unwrap();
-    migration::Migrator::up(&db, None).await.unwrap();
+    let sqlite = TempSqlite::new().await;
     let keys = Arc::new(JwtKeys::from_settings(&settings).unwrap().0);
-    TestDb { service: AuthService::new(db, keys, &settings), dir }
+    TestDb { service: AuthService::new(sqlite.db.clone(), keys, &settings), _sqlite: sqlite }
 }
 
 async fn with_alice() -> (TestDb, user::Model) {

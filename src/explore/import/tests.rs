@@ -11,27 +11,22 @@ use sea_orm::{
 
 use super::*;
 use crate::db::entities::{item_tag, outbox};
+use crate::db::testing::TempSqlite;
 use crate::explore::trend::NEVER_VIEWED;
 
-struct TestDb {
-    db: DatabaseConnection,
-    dir: PathBuf,
-}
+/// The shared fixture, with the import helpers below.
+struct TestDb(TempSqlite);
 
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl std::ops::Deref for TestDb {
+    type Target = TempSqlite;
+    fn deref(&self) -> &TempSqlite {
+        &self.0
     }
 }
 
 impl TestDb {
     async fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("castwork-import-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.join("x.db").display());
-        let db = Database::connect(url).await.unwrap();
-        migration::Migrator::up(&db, None).await.unwrap();
-        Self { db, dir }
+        Self(TempSqlite::new().await)
     }
 
     fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
