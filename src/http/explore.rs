@@ -12,12 +12,12 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{IfNoneMatch, Viewer};
 use super::openapi::{DatabaseUnavailable, ErrorBody, Internal, Unauthenticated};
-use crate::actors::views::ViewMsg;
 use crate::cache::format::CachedValue;
 use crate::explore::model::{
     DEFAULT_LIMIT, GroupCount, Item, ItemSummary, ListQuery, MAX_LIMIT, MAX_QUERY_CHARS, MAX_TAG_FILTERS,
     Page, SearchHit, Sort,
 };
+use crate::explore::views::ViewMsg;
 
 /// Parsed query-string pairs, refusing unknown or repeated (where not allowed) keys.
 /// Pairs borrow from the query string unless they had to be decoded.

@@ -15,13 +15,13 @@ use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder, response::Response};
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
 use super::{admin, auth, explore, health, items, ops};
-use crate::actors::health::{ComponentHealth, ComponentStatus};
 use crate::auth::hashing::HashingReport;
 use crate::auth::limiter::LimiterReport;
 use crate::auth::{AuthReport, Principal, Role, TokenPair};
 use crate::explore::model::{
     CategoryCount, GroupCount, Item, ItemInput, ItemPatch, ItemSummary, Page, SearchHit, Sort,
 };
+use crate::health::{ComponentHealth, ComponentStatus};
 use crate::supervision::breaker::{BreakerSnapshot, BreakerState};
 use crate::supervision::supervisor::ChaosAction;
 use crate::supervision::tree::{ActorNode, Failure, FailureKind, NodeStatus};
