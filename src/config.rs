@@ -294,6 +294,8 @@ pub struct SupervisionSettings {
     pub backoff_max_ms: u64,
     pub down_retry_secs: u64,
     pub ask_timeout_ms: u64,
+    /// How long a child's start may take before it counts as a failure.
+    pub start_timeout_ms: u64,
 }
 
 /// `[cache]`.
@@ -420,6 +422,10 @@ impl SupervisionSettings {
     /// Deadline of an ask to an actor.
     pub fn ask_timeout(&self) -> Duration {
         Duration::from_millis(self.ask_timeout_ms)
+    }
+    /// Deadline of a child's start function.
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_millis(self.start_timeout_ms)
     }
 }
 

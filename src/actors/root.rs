@@ -21,6 +21,8 @@ use crate::cache::redis::RedisProbe;
 use crate::config::Settings;
 use crate::explore::ExploreService;
 use crate::supervision::child::{ChildSpec, StartedChild};
+use crate::supervision::events::{DownSet, LifecycleEvents};
+use crate::supervision::handle::SupervisorHandle;
 use crate::supervision::slot::ActorSlot;
 use crate::supervision::strategy::RestartStrategy;
 use crate::supervision::supervisor::{ChaosAction, ChaosError, Supervisor, SupervisorArgs, SupervisorMsg};
@@ -36,6 +38,10 @@ pub struct Runtime {
     pub health: ActorSlot<HealthMsg>,
     /// Where handlers find the current ViewCounter.
     pub views: ActorSlot<ViewMsg>,
+    /// Every supervisor's lifecycle events.
+    pub events: Arc<LifecycleEvents>,
+    /// The actors now down, kept from `events`.
+    pub down: DownSet,
     ask_timeout: Duration,
 }
 
@@ -71,10 +77,13 @@ impl Runtime {
             down_retry: sup.down_retry(),
             ask_timeout: sup.ask_timeout(),
             shutdown_timeout: Duration::from_secs(settings.server.shutdown_grace_secs),
+            start_timeout: sup.start_timeout(),
         };
         let stats = Arc::new(ActorStats::default());
-        let (root, handle) =
-            Actor::spawn(None, root, SupervisorArgs { children, stats: stats.clone() }).await?;
+        let events = LifecycleEvents::new();
+        let down = DownSet::attach(&events);
+        let args = SupervisorArgs { children, stats: stats.clone(), events: events.clone() };
+        let (root, handle) = Actor::spawn(None, root, args).await?;
         Ok(Self {
             root,
             handle: std::sync::Mutex::new(Some(handle)),
@@ -82,6 +91,8 @@ impl Runtime {
             stats,
             health,
             views,
+            events,
+            down,
             ask_timeout: sup.ask_timeout(),
         })
     }
@@ -100,10 +111,11 @@ impl Runtime {
 
     /// The live tree from the root down.
     pub async fn tree(&self) -> ActorNode {
-        let (status, children) = match self.root.call(SupervisorMsg::Snapshot, Some(self.ask_timeout)).await {
-            Ok(CallResult::Success(children)) => (NodeStatus::Running, children),
-            _ => (NodeStatus::Unresponsive, Vec::new()),
-        };
+        let (status, children) =
+            match SupervisorHandle::from(self.root.clone()).snapshot(self.ask_timeout).await {
+                Ok(children) => (NodeStatus::Running, children),
+                Err(_) => (NodeStatus::Unresponsive, Vec::new()),
+            };
         ActorNode {
             name: "root".to_owned(),
             actor_id: Some(self.root.get_id().to_string()),
@@ -227,9 +239,10 @@ fn cache_child(settings: &Settings, cache: Cache) -> ChildSpec {
             down_retry: sup.down_retry(),
             ask_timeout: sup.ask_timeout(),
             shutdown_timeout: shutdown,
+            start_timeout: sup.start_timeout(),
         };
         async move {
-            let args = SupervisorArgs { children, stats: ctx.stats };
+            let args = SupervisorArgs { children, stats: ctx.stats, events: ctx.events };
             let (actor, _handle) = Actor::spawn_linked(None, supervisor, args, ctx.supervisor).await?;
             Ok(StartedChild::supervisor(actor))
         }

@@ -103,7 +103,7 @@ async fn probed(state: &AppState) -> BTreeMap<String, ComponentHealth> {
     let health = &state.runtime().health;
     // health answers fast or says why not: never wait out a long restart backoff here
     let deadline = state.runtime().ask_timeout().min(std::time::Duration::from_secs(1));
-    match health.ask(deadline, HealthMsg::Report).await {
+    match health.ask_idempotent(deadline, HealthMsg::Report).await {
         Ok(HealthReport { components }) => components,
         Err(err) => {
             // the monitor itself is missing: say so rather than guess about the rest
