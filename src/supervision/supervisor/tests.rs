@@ -414,8 +414,11 @@ async fn a_child_added_at_run_time_is_supervised_and_a_removed_one_is_gone() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hanging_start_shows_starting_and_fails_at_the_start_deadline() {
-    let (slow, stuck, other) =
-        (ActorSlot::<WorkerMsg>::new("slow"), ActorSlot::<WorkerMsg>::new("stuck"), ActorSlot::<WorkerMsg>::new("other"));
+    let (slow, stuck, other) = (
+        ActorSlot::<WorkerMsg>::new("slow"),
+        ActorSlot::<WorkerMsg>::new("stuck"),
+        ActorSlot::<WorkerMsg>::new("other"),
+    );
     // "slow" hangs on its first start only; "stuck" on every start
     let attempts = Arc::new(AtomicUsize::new(0));
     let published = slow.clone();
