@@ -320,6 +320,8 @@ mod tests {
     fn statuses_and_codes() {
         assert_eq!(ApiError::from(AuthError::Expired).status(), StatusCode::UNAUTHORIZED);
         assert_eq!(ApiError::from(AuthError::Expired).code(), "token_expired");
+        let lost = ApiError::from(AskError::Lost("views".into()));
+        assert_eq!((lost.status(), lost.code()), (StatusCode::SERVICE_UNAVAILABLE, "actor_lost"));
         let e = ApiError::from(AskError::Timeout("health".into()));
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         let r = e.into_response();
