@@ -21,6 +21,7 @@ use crate::explore::ExploreService;
 use crate::explore::views::ViewMsg;
 use crate::health::probe::DatabaseProbe;
 use crate::health::{HealthMsg, Probe};
+use crate::supervision::events::LifecycleEvents;
 use crate::supervision::root::RootTree;
 use crate::supervision::slot::ActorSlot;
 use crate::supervision::supervisor::{ChaosAction, ChaosError};
@@ -82,6 +83,17 @@ impl Runtime {
     /// The live tree from the root down.
     pub async fn tree(&self) -> ActorNode {
         self.tree.tree().await
+    }
+
+    /// The names of the actors now down (past their restart intensity), kept
+    /// current by the supervisors' lifecycle events: no mailbox is asked.
+    pub fn actors_down(&self) -> Vec<String> {
+        self.tree.down().down()
+    }
+
+    /// Every supervisor's lifecycle events, for subscribers.
+    pub fn events(&self) -> &Arc<LifecycleEvents> {
+        self.tree.events()
     }
 
     /// Applies a chaos action to the named actor anywhere below the root.
