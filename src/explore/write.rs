@@ -218,7 +218,7 @@ impl ExploreService {
         replace_tags(&txn, id, &input.tags).await?;
         let fresh = current(&txn, id).await?.ok_or_else(|| ExploreError::NotFound(id.to_owned()))?;
         let item = item_from_model(fresh);
-        // `before` is the row this transaction read (and, on PostgreSQL, the version filter guarded)
+        // `before` is the row this transaction read; the version filter made it the one replaced
         let change = ItemChange {
             id: id.to_owned(),
             version,
