@@ -9,9 +9,10 @@
 //! | [`db`] | connection (SQLite default, PostgreSQL), migrations, entities, private data files, which errors mean unavailable |
 //! | [`auth`] | users, argon2id passwords (bounded hashing, strength policy), JWT access tokens, rotating refresh tokens, login slow-down, the revoked-session deny-list |
 //! | [`supervision`] | restart strategies, intensity, backoff, circuit breaker, the generic supervisor, the tree snapshot |
+//! | [`events`] | the in-process event bus: inline and buffered subscribers, bounded, isolated from each other |
 //! | [`explore`] | the catalogue: typed queries, reads, writes, import, trending, the cached reads |
 //! | [`cache`] | the sharded Explore cache: routing, L2 over Redis, generations, value format |
-//! | [`outbox`] | the transactional outbox written with every item change |
+//! | [`outbox`] | the transactional outbox written with every item change (payload: [`explore::ItemChange`]) |
 //! | [`http`] | the axum router, one file per API area, the error model |
 //! | [`server`] | the HTTP/1 accept loop: connection cap, header-read and idle timeouts, open-file limit |
 //! | [`startup`] | [`startup::Application`]: build a node, run it, shut it down gracefully |
@@ -26,6 +27,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod explore;
 pub mod health;
 pub mod http;

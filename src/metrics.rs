@@ -231,6 +231,34 @@ pub fn import_items(outcome: &'static str, count: u64) {
     metrics::counter!(IMPORT_ITEMS_TOTAL, "outcome" => outcome).increment(count);
 }
 
+/// Events published on an in-process event bus, by bus (`item_changes`).
+pub const EVENTS_PUBLISHED_TOTAL: &str = "castwork_events_published_total";
+/// Inline event subscribers cut off, by bus, subscriber and reason (`panic`, `timeout`).
+pub const EVENTS_SUBSCRIBER_FAILURES_TOTAL: &str = "castwork_events_subscriber_failures_total";
+/// Events a buffered subscriber lost by falling more than the bus's buffer behind, by bus and
+/// subscriber.
+pub const EVENTS_LAGGED_TOTAL: &str = "castwork_events_lagged_total";
+
+/// Counts one published event.
+pub fn events_published(bus: &'static str) {
+    metrics::counter!(EVENTS_PUBLISHED_TOTAL, "bus" => bus).increment(1);
+}
+
+/// Counts one inline subscriber cut off.
+pub fn events_subscriber_failure(bus: &'static str, subscriber: &str, reason: &'static str) {
+    metrics::counter!(
+        EVENTS_SUBSCRIBER_FAILURES_TOTAL,
+        "bus" => bus, "subscriber" => subscriber.to_owned(), "reason" => reason
+    )
+    .increment(1);
+}
+
+/// Counts events lost by a lagging subscriber.
+pub fn events_lagged(bus: &'static str, subscriber: &str, missed: u64) {
+    metrics::counter!(EVENTS_LAGGED_TOTAL, "bus" => bus, "subscriber" => subscriber.to_owned())
+        .increment(missed);
+}
+
 /// Cache lookups by tier (`l1`, `l2`) and outcome (`hit`, `miss`; `bypass` when no shard
 /// could answer and the read went straight to the database).
 pub const CACHE_LOOKUPS_TOTAL: &str = "castwork_cache_lookups_total";
