@@ -109,7 +109,7 @@ async fn past_the_concurrency_limit_requests_get_fast_503s_and_probes_still_answ
 
     lock.commit().await.unwrap();
     assert_eq!(patch.await.unwrap().status(), 200);
-    let (status, _) = app.get_json("/api/v1/explore/items", None).await;
+    let (status, _) = app.get_json("/api/v1/explore/items", Some(&editor)).await;
     assert_eq!(status, 200, "the slot is free again");
 }
 
