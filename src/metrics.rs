@@ -21,7 +21,7 @@ pub const ACTOR_DOWN: &str = "castwork_actor_down";
 pub const BREAKER_STATE: &str = "castwork_breaker_state";
 /// Circuit-breaker transitions by breaker, from and to.
 pub const BREAKER_TRANSITIONS_TOTAL: &str = "castwork_breaker_transitions_total";
-/// Calls rejected by an open breaker.
+/// Calls a breaker refused (open, forced open, or half-open with every probe slot taken), by breaker.
 pub const BREAKER_REJECTED_TOTAL: &str = "castwork_breaker_rejected_total";
 /// Database pool connections (all, idle), by state.
 pub const DB_POOL_CONNECTIONS: &str = "castwork_db_pool_connections";
@@ -268,7 +268,7 @@ pub const CACHE_LOOKUPS_TOTAL: &str = "castwork_cache_lookups_total";
 pub const CACHE_BYPASS_TOTAL: &str = "castwork_cache_bypass_total";
 /// Cache misses that joined a load already in flight (single flight).
 pub const CACHE_COALESCED_TOTAL: &str = "castwork_cache_coalesced_total";
-/// L1 entries evicted to stay within the byte budget.
+/// L1 entries evicted to stay within the byte budget, or refused as too heavy for it.
 pub const CACHE_EVICTIONS_TOTAL: &str = "castwork_cache_evictions_total";
 /// Time to fill a miss, by tier (`l2`, `loader`).
 pub const CACHE_FILL_DURATION_SECONDS: &str = "castwork_cache_fill_duration_seconds";
@@ -326,8 +326,9 @@ pub fn cache_l1_size(entries: u64, bytes: u64) {
     metrics::gauge!(CACHE_L1_BYTES).set(bytes as f64);
 }
 
-/// Redis (L2) operations by op (`get`, `set`, `del`, `incr`, `mget`, `publish`, `ping`) and
-/// outcome (`ok`, `miss`, `error`, `timeout`, `rejected`: turned away by the open breaker).
+/// Redis (L2) operations through the breaker, by op (`mget`, `set`, `del`, `incr`, `publish`, and
+/// `ping`: the health probe's trial while the breaker is not closed) and outcome (`ok`, `error`,
+/// `timeout`, `rejected`: turned away by the breaker). The probe's unguarded `PING` is not counted.
 pub const CACHE_REDIS_OPS_TOTAL: &str = "castwork_cache_redis_ops_total";
 /// Redis (L2) operation latency in seconds, by op; calls rejected by the breaker are not timed.
 pub const CACHE_REDIS_DURATION_SECONDS: &str = "castwork_cache_redis_duration_seconds";
@@ -345,7 +346,8 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "castwork_http_connections_open";
 /// Client connections accepted.
 pub const HTTP_CONNECTIONS_ACCEPTED_TOTAL: &str = "castwork_http_connections_accepted_total";
 /// Connections castwork closed before the client did, by reason (`header_timeout`,
-/// `idle_timeout`, `evicted`: closed at the connection cap to admit a newer one).
+/// `idle_timeout`, `evicted`: closed at the connection cap to admit a newer one,
+/// `write_timeout`: the client read nothing for `server.write_timeout_secs`).
 pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "castwork_http_connections_closed_total";
 /// Failed accepts, by kind (`fd_limit`: EMFILE/ENFILE, `peer`: reset before accept, `other`).
 pub const HTTP_ACCEPT_ERRORS_TOTAL: &str = "castwork_http_accept_errors_total";

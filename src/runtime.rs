@@ -1,6 +1,7 @@
-//! The runtime: assembles a node's actor tree from each concern's `child_spec()`
-//! and the probes each concern registers for its dependencies. It only collects;
-//! every concern owns its actors, its subtree and its probes.
+//! The runtime: assembles a node's actor tree from each concern's `child_spec()`,
+//! and hands the HealthActor a probe per dependency, built here from the probe types
+//! the concerns own (`health::probe::DatabaseProbe`, `cache::redis::RedisProbe`). It
+//! only assembles: every concern owns its actors, its subtree and its probe types.
 //!
 //! Adding a concern (the queue, inference, the cluster) is one entry in
 //! [`Runtime::start`]'s list, plus its handle here if handlers reach it.

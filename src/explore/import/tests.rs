@@ -5,13 +5,13 @@ use std::path::PathBuf;
 
 use migration::MigratorTrait;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, Database, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, Statement,
 };
 
 use super::*;
 use crate::db::entities::{item_tag, outbox};
-use crate::db::testing::TempSqlite;
+use crate::db::testing::{Backend, TempSqlite, TestDatabase};
 use crate::explore::trend::NEVER_VIEWED;
 
 /// A change bus nobody listens to.
@@ -364,44 +364,30 @@ async fn read_failures_are_io_errors() {
 /// The same import on PostgreSQL (a fresh database, dropped afterwards).
 #[tokio::test]
 async fn postgres_imports_and_searches() {
-    let admin_url = std::env::var("CASTWORK_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("castwork_import_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(admin_url.as_str()).await.expect("PostgreSQL is reachable");
-    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
-    let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-    let result = async move {
-        let db = Database::connect(url.as_str()).await.unwrap();
-        migration::Migrator::up(&db, None).await.unwrap();
-        let lines = sample_lines(50);
-        let text = lines.join("\n");
-        let options = ImportOptions { batch_size: 20 };
-        let first =
-            import_reader(&db, &bus(), std::io::Cursor::new(text.clone()), &options, &()).await.unwrap();
-        assert_eq!(first.inserted, 50);
-        let again = import_reader(&db, &bus(), std::io::Cursor::new(text), &options, &()).await.unwrap();
-        assert_eq!((again.unchanged, again.updated), (50, 0));
-        let changed = with_field(&lines[0], "title", "Zyxwvut networks".into());
-        let third = import_reader(&db, &bus(), std::io::Cursor::new(changed), &options, &()).await.unwrap();
-        assert_eq!(third.updated, 1);
-        let row = item::Entity::find_by_id(id_of(&lines[0])).one(&db).await.unwrap().unwrap();
-        assert_eq!((row.version, row.tags.is_array()), (2, true));
-        let sql = "SELECT COUNT(*) FROM items WHERE search @@ to_tsquery('english', 'zyxwvut & network')";
-        let hits: i64 = db
-            .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get_by_index(0)
-            .unwrap();
-        assert_eq!(hits, 1);
-        assert_eq!(outbox::Entity::find().count(&db).await.unwrap(), 51);
-        migration::Migrator::down(&db, Some(1)).await.unwrap();
-        db.close().await.unwrap();
-    };
-    let outcome = tokio::spawn(result).await;
-    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await.unwrap();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
+    let (database, db) = TestDatabase::migrated(Backend::Postgres).await;
+    let lines = sample_lines(50);
+    let text = lines.join("\n");
+    let options = ImportOptions { batch_size: 20 };
+    let first = import_reader(&db, &bus(), std::io::Cursor::new(text.clone()), &options, &()).await.unwrap();
+    assert_eq!(first.inserted, 50);
+    let again = import_reader(&db, &bus(), std::io::Cursor::new(text), &options, &()).await.unwrap();
+    assert_eq!((again.unchanged, again.updated), (50, 0));
+    let changed = with_field(&lines[0], "title", "Zyxwvut networks".into());
+    let third = import_reader(&db, &bus(), std::io::Cursor::new(changed), &options, &()).await.unwrap();
+    assert_eq!(third.updated, 1);
+    let row = item::Entity::find_by_id(id_of(&lines[0])).one(&db).await.unwrap().unwrap();
+    assert_eq!((row.version, row.tags.is_array()), (2, true));
+    let sql = "SELECT COUNT(*) FROM items WHERE search @@ to_tsquery('english', 'zyxwvut & network')";
+    let hits: i64 = db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap();
+    assert_eq!(hits, 1);
+    assert_eq!(outbox::Entity::find().count(&db).await.unwrap(), 51);
+    migration::Migrator::down(&db, Some(1)).await.unwrap();
+    db.close().await.unwrap();
+    drop(database);
 }
