@@ -242,6 +242,11 @@ impl From<ReadError> for ApiError {
                 message: err.to_string(),
                 retry_after: Duration::from_secs(1),
             },
+            ReadError::LoadTimeout => Self::Unavailable {
+                code: "cache_load_timeout",
+                message: err.to_string(),
+                retry_after: Duration::from_secs(1),
+            },
             ReadError::Overloaded => Self::Unavailable {
                 code: "overloaded",
                 message: err.to_string(),
