@@ -151,6 +151,7 @@ struct Inner {
     generations: Generations,
     ask_timeout: Duration,
     load_timeout: Duration,
+    l2_reads_in_flight: usize,
     load_gate: Option<LoadGate>,
     /// Reads whose shard cannot answer go to the database through this.
     bypass: Bypass,
@@ -171,9 +172,8 @@ impl Cache {
     /// the database through `bypass`.
     pub fn new(options: CacheOptions, l2: Option<RedisTier>, bypass: Bypass) -> Self {
         let shards = options.shards.max(1);
-        let reader = l2.as_ref().map(|tier| {
-            let slot = ActorSlot::<ReaderMsg>::new("cache-l2-reader");
-            L2Reader::new(slot, tier.clone(), options.l2_reads_in_flight, options.l2_max_queued_reads)
+        let reader = l2.as_ref().map(|_| {
+            L2Reader::new(ActorSlot::<ReaderMsg>::new("cache-l2-reader"), options.l2_max_queued_reads)
         });
         let inner = Inner {
             shards: (0..shards).map(|_| ActorSlot::new("cache-shard")).collect(),
@@ -184,6 +184,7 @@ impl Cache {
             generations: Generations::default(),
             ask_timeout: options.ask_timeout,
             load_timeout: options.load_timeout,
+            l2_reads_in_flight: options.l2_reads_in_flight,
             load_gate: options.load_gate,
             bypass,
             node: uuid::Uuid::new_v4().to_string(),
@@ -225,6 +226,11 @@ impl Cache {
     /// Longest a load may run.
     pub fn load_timeout(&self) -> Duration {
         self.inner.load_timeout
+    }
+
+    /// The L2 reader's `MGET`s in flight at once.
+    pub fn l2_reads_in_flight(&self) -> usize {
+        self.inner.l2_reads_in_flight
     }
 
     /// This node's generation mirror.

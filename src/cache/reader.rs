@@ -76,8 +76,14 @@ impl Read {
         Self { key, ticket, shard, queued_at: Instant::now(), answered: false, place: None }
     }
 
+    /// The key to read.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Takes the answer out, leaving nothing for `Drop` to send.
-    fn answer(
+    pub(super) fn answer(
         mut self,
         outcome: Result<Option<CachedValue>, CacheRedisError>,
     ) -> (ActorRef<ShardMsg>, L2Answer) {
@@ -123,40 +129,24 @@ impl ChaosTarget for ReaderMsg {
 #[derive(Clone)]
 pub struct L2Reader {
     slot: ActorSlot<ReaderMsg>,
-    tier: RedisTier,
-    max_in_flight: usize,
     queue: Arc<Semaphore>,
     max_queued: usize,
     refused: Arc<AtomicU64>,
 }
 
 impl L2Reader {
-    /// A handle for the reader published in `slot`, reading `tier` with at most
-    /// `max_in_flight` (at least 1) batches in flight and `max_queued` (at least 1)
-    /// reads waiting.
+    /// A handle for the reader published in `slot`, with at most `max_queued`
+    /// (at least 1) reads waiting for it.
     #[must_use]
-    pub fn new(slot: ActorSlot<ReaderMsg>, tier: RedisTier, max_in_flight: usize, max_queued: usize) -> Self {
+    pub fn new(slot: ActorSlot<ReaderMsg>, max_queued: usize) -> Self {
         let max_queued = max_queued.clamp(1, Semaphore::MAX_PERMITS);
-        Self {
-            slot,
-            tier,
-            max_in_flight: max_in_flight.max(1),
-            queue: Arc::new(Semaphore::new(max_queued)),
-            max_queued,
-            refused: Arc::default(),
-        }
+        Self { slot, queue: Arc::new(Semaphore::new(max_queued)), max_queued, refused: Arc::default() }
     }
 
     /// Where the supervisor's start function publishes each incarnation.
     #[must_use]
     pub fn slot(&self) -> &ActorSlot<ReaderMsg> {
         &self.slot
-    }
-
-    /// The actor to start (and restart) for this handle.
-    #[must_use]
-    pub fn actor(&self) -> L2ReaderActor {
-        L2ReaderActor { tier: self.tier.clone(), max_in_flight: self.max_in_flight }
     }
 
     /// Queues a read of `key` for the load `ticket` of `shard`; false, with nothing
@@ -198,8 +188,9 @@ impl L2Reader {
 
 /// The L2 reader's configuration.
 pub struct L2ReaderActor {
-    tier: RedisTier,
-    max_in_flight: usize,
+    pub tier: RedisTier,
+    /// `MGET`s in flight at once (at least 1).
+    pub max_in_flight: usize,
 }
 
 /// What the L2 reader is started with.
@@ -282,7 +273,7 @@ impl L2ReaderActor {
             let late: Vec<Read> = state.pending.drain(..expired).collect();
             answer(late.into_iter().map(|read| (read, Err(CacheRedisError::Timeout))));
         }
-        while !state.pending.is_empty() && state.in_flight < self.max_in_flight {
+        while !state.pending.is_empty() && state.in_flight < self.max_in_flight.max(1) {
             let take = state.pending.len().min(MAX_BATCH);
             let batch: Vec<Read> = state
                 .pending
@@ -356,9 +347,9 @@ mod tests {
         max_in_flight: usize,
         max_queued: usize,
     ) -> (L2Reader, ActorRef<ReaderMsg>) {
-        let reader = L2Reader::new(ActorSlot::new("cache-l2-reader"), tier, max_in_flight, max_queued);
+        let reader = L2Reader::new(ActorSlot::new("cache-l2-reader"), max_queued);
         let args = ReaderArgs { stats: Arc::default() };
-        let (actor, _handle) = Actor::spawn(None, reader.actor(), args).await.unwrap();
+        let (actor, _handle) = Actor::spawn(None, L2ReaderActor { tier, max_in_flight }, args).await.unwrap();
         reader.slot().set(actor.clone());
         (reader, actor)
     }

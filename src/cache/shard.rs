@@ -517,3 +517,6 @@ impl CacheShard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

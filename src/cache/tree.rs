@@ -8,7 +8,8 @@ use ractor::Actor;
 
 use super::Cache;
 use super::listener::{CacheListener, ListenerArgs};
-use super::reader::{L2Reader, ReaderArgs};
+use super::reader::{L2Reader, L2ReaderActor, ReaderArgs};
+use super::redis::RedisTier;
 use super::resync::{CacheResync, ResyncArgs};
 use super::shard::{CacheShard, ShardArgs};
 use crate::config::{CacheSettings, Settings};
@@ -26,8 +27,8 @@ pub fn child_spec(settings: &Settings, cache: Cache) -> ChildSpec {
     let spec = ChildSpec::new("cache", "supervisor", move |ctx| {
         let n = cache.shard_count();
         let mut children: Vec<ChildSpec> = Vec::with_capacity(n + 3);
-        if let Some(reader) = cache.reader() {
-            children.push(reader_child(reader));
+        if let (Some(reader), Some(tier)) = (cache.reader(), cache.l2()) {
+            children.push(reader_child(reader, tier, cache.l2_reads_in_flight()));
         }
         children.extend((0..n).map(|i| shard_child(&cs, &cache, i)));
         if cache.l2().is_some() {
@@ -54,12 +55,13 @@ pub fn child_spec(settings: &Settings, cache: Cache) -> ChildSpec {
 }
 
 /// `cache-l2-reader`, published in the reader handle's slot at each start.
-fn reader_child(reader: &L2Reader) -> ChildSpec {
-    let reader = reader.clone();
-    let marker = reader.slot().clone();
+fn reader_child(reader: &L2Reader, tier: &RedisTier, max_in_flight: usize) -> ChildSpec {
+    let slot = reader.slot().clone();
+    let tier = tier.clone();
+    let breaker = tier.breaker().clone();
     let spec = ChildSpec::new("cache-l2-reader", "cache-l2-reader", move |ctx| {
-        let actor = reader.actor();
-        let slot = reader.slot().clone();
+        let actor = L2ReaderActor { tier: tier.clone(), max_in_flight };
+        let slot = slot.clone();
         let args = ReaderArgs { stats: ctx.stats };
         async move {
             let (actor, _handle) = Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
@@ -67,7 +69,7 @@ fn reader_child(reader: &L2Reader) -> ChildSpec {
             Ok(StartedChild::worker(actor))
         }
     });
-    spec.with_slot(&marker)
+    spec.with_slot(reader.slot()).with_breaker(breaker)
 }
 
 fn listener_child(cache: &Cache) -> ChildSpec {
