@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::FutureExt;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -162,9 +162,17 @@ impl L2Reader {
         };
         let mut read = Read::new(key, ticket, shard);
         read.place = Some(place);
-        // a reader that just died drops the message, and the read answers from its `Drop`
-        let _ = actor.cast(ReaderMsg::Read(read));
-        true
+        match actor.cast(ReaderMsg::Read(read)) {
+            Ok(()) => true,
+            // dead, not restarted yet: the shard loads at once, and needs no answer
+            Err(MessagingErr::SendErr(ReaderMsg::Read(mut read))) => {
+                read.answered = true;
+                self.refuse("reader_down")
+            }
+            // the read was dropped, and answered from its `Drop`; that answer finds no
+            // read pending and is ignored, as the shard loads at once
+            Err(_) => self.refuse("reader_down"),
+        }
     }
 
     fn refuse(&self, reason: &'static str) -> bool {

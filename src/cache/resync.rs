@@ -94,6 +94,8 @@ pub struct ResyncState {
     attempt: u32,
     /// The push running, if any (aborted with the state).
     push: JoinSet<()>,
+    /// A push of this round is running: its `Pushed` has not come back yet.
+    pushing: bool,
     rng: StdRng,
 }
 
@@ -113,6 +115,7 @@ impl Actor for CacheResync {
             round: 0,
             attempt: 0,
             push: JoinSet::new(),
+            pushing: false,
             rng: StdRng::from_os_rng(),
         })
     }
@@ -139,19 +142,28 @@ impl Actor for CacheResync {
         state.stats.handled();
         match message {
             ResyncMsg::Reconnected => {
-                // a newer reconnection supersedes the catch-up in progress
-                state.push.abort_all();
+                // a newer reconnection supersedes the catch-up in progress; its families
+                // are marked again as its task is dropped
+                state.push.shutdown().await;
+                state.pushing = false;
                 state.round += 1;
                 state.attempt = 0;
                 state.cache.forget_local();
                 let _ = myself.cast(ResyncMsg::Push { round: state.round });
             }
-            ResyncMsg::Push { round } if round == state.round && state.push.is_empty() => {
-                self.push(&myself, state);
+            ResyncMsg::Push { round } if round == state.round && !state.pushing => {
+                while state.push.try_join_next().is_some() {}
+                // the pool may come back a moment after the subscriber: a call made
+                // before would only fail, and count against the breaker
+                if state.cache.l2().is_some_and(|l2| l2.is_connected()) {
+                    self.push(&myself, state);
+                } else {
+                    self.retry_later(&myself, state);
+                }
             }
             ResyncMsg::Push { .. } => {}
             ResyncMsg::Pushed { round, left } if round == state.round => {
-                while state.push.try_join_next().is_some() {}
+                state.pushing = false;
                 self.pushed(&myself, state, left);
             }
             ResyncMsg::Pushed { .. } => {}
@@ -177,6 +189,7 @@ impl CacheResync {
         let round = state.round;
         let done = myself.clone();
         let unpushed = Unpushed { cache: cache.clone(), families: families.clone() };
+        state.pushing = true;
         state.push.spawn(
             async move {
                 // a family Redis refuses is bumped locally again, and so marked again
@@ -198,6 +211,11 @@ impl CacheResync {
         }
         // refused again: forget the local values once more, and wait
         state.cache.forget_local();
+        self.retry_later(myself, state);
+    }
+
+    /// Schedules the next push after a backoff, or gives up past `max_attempts`.
+    fn retry_later(&self, myself: &ActorRef<ResyncMsg>, state: &mut ResyncState) {
         state.attempt += 1;
         if state.attempt >= self.max_attempts {
             metrics::cache_resync("gave_up");
@@ -232,5 +250,46 @@ impl Drop for Unpushed {
         if !self.families.is_empty() {
             self.cache.generations().mark_dirty(&self.families);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheOptions;
+    use crate::cache::bypass::Bypass;
+
+    fn cache() -> Cache {
+        let options = CacheOptions {
+            shards: 1,
+            ask_timeout: Duration::from_secs(5),
+            load_timeout: Duration::from_secs(4),
+            l2_reads_in_flight: 1,
+            l2_max_queued_reads: 16,
+            load_gate: None,
+        };
+        Cache::new(options, None, Bypass::new(1, 1))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_connection_it_retries_by_timer_then_leaves_the_families_marked() {
+        let cache = cache();
+        cache.generations().bump_local(&Family::All);
+        let stats = Arc::<ActorStats>::default();
+        let args = ResyncArgs { cache: cache.clone(), stats: stats.clone() };
+        let (actor, _handle) = Actor::spawn(None, CacheResync::default(), args).await.unwrap();
+        actor.cast(ResyncMsg::Reconnected).unwrap();
+        // the first push at once, then one scheduled retry per backoff (at most 5 s each)
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(stats.messages(), 1 + u64::from(MAX_ATTEMPTS), "Reconnected, then a Push per attempt");
+        assert!(cache.generations().has_dirty(), "given up: left for the next invalidation");
+        // nothing more is scheduled
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(stats.messages(), 1 + u64::from(MAX_ATTEMPTS));
+        // a new reconnection starts over
+        actor.cast(ResyncMsg::Reconnected).unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(stats.messages(), 2 * (1 + u64::from(MAX_ATTEMPTS)));
+        actor.stop(None);
     }
 }
