@@ -155,4 +155,14 @@ async fn killing_the_l2_reader_under_load_restarts_it_and_reads_still_answer() {
     })
     .await;
     assert!(served.is_some(), "the restarted reader handled the new misses");
+
+    // the post-outage catch-up is supervised the same way
+    assert_eq!(app.chaos(&admin, "cache-resync", "kill").await.status(), 202);
+    let resynced = poll_until(Duration::from_secs(10), || async {
+        let tree = app.tree(&admin).await;
+        let node = find_node(&tree, "cache-resync")?.clone();
+        (node["restarts"].as_u64()? >= 1 && node["status"] == "running").then_some(())
+    })
+    .await;
+    assert!(resynced.is_some(), "the resync restarted: {}", app.tree(&admin).await);
 }
