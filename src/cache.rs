@@ -13,25 +13,30 @@
 //! |---|---|
 //! | `format.rs` | stored value format (header, lz4), TTL jitter, XFetch |
 //! | `redis.rs` | the L2 tier over fred, breaker-guarded; pub/sub |
-//! | `reader.rs` | the L2 reader: every shard's misses, batched into `MGET`s |
+//! | `reader.rs` | the L2 reader actor (`cache-l2-reader`): every shard's misses, batched into `MGET`s, with a bounded queue |
 //! | `generations.rs` | family generation counters, mirrored per node |
 //! | `handle.rs` | [`Cache`]: routing, asks with deadlines, fallbacks, invalidation |
 //! | `bypass.rs` | the bounded path to the database while a shard is down |
+//! | `gate.rs` | [`LoadGate`]: holds every load until opened (tests stall the database with it) |
 //! | `shard.rs` | the CacheActor: one shard's L1, coalesced loads, L2 reads through the reader |
 //! | `listener.rs` | the invalidation listener: other nodes' generation bumps and deletes |
-//! | `tree.rs` | [`tree::child_spec`]: the cache supervisor over the shards and the listener |
+//! | `resync.rs` | the catch-up after a Redis outage (`cache-resync`): families bumped meanwhile, pushed with retries |
+//! | `tree.rs` | [`tree::child_spec`]: the cache supervisor over the reader, the shards, the listener and the resync |
 
 pub mod bypass;
 pub mod format;
+pub mod gate;
 pub mod generations;
 pub mod handle;
 pub mod listener;
 pub mod reader;
 pub mod redis;
+pub mod resync;
 pub mod shard;
 pub mod tree;
 
-pub use handle::{Cache, CacheError, LoadError, Loader};
+pub use gate::LoadGate;
+pub use handle::{Cache, CacheError, CacheOptions, LoadError, LoadFailure, Loader};
 
 /// A stable 64-bit FNV-1a hash: the same key maps to the same shard on every node and run.
 pub fn stable_hash(key: &str) -> u64 {

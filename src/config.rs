@@ -330,7 +330,14 @@ pub struct CacheSettings {
     pub bypass_max_in_flight: usize,
     /// Such reads that may wait for a turn; beyond that they are refused (503 `overloaded`).
     pub bypass_max_queued: usize,
+    /// Longest a cache load may run before its waiters get 503 `cache_load_timeout`
+    /// and the key is free to load again, in milliseconds.
+    pub load_timeout_ms: u64,
     pub redis: CacheRedisSettings,
+    /// Not a key: holds every cache load until opened, for an embedder (the API
+    /// tests) to stall the database behind the cache.
+    #[serde(skip)]
+    pub load_gate: Option<crate::cache::LoadGate>,
 }
 
 /// `[cache.redis]`.
@@ -343,6 +350,8 @@ pub struct CacheRedisSettings {
     pub pool_size: usize,
     /// `MGET`s the L2 reader keeps in flight at once (1 batches the most).
     pub read_batches_in_flight: usize,
+    /// Misses that may wait for the L2 reader at once; more go straight to the database.
+    pub max_queued_reads: usize,
     pub timeout_ms: u64,
     pub breaker: BreakerSettings,
 }

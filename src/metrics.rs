@@ -326,6 +326,32 @@ pub fn cache_l1_size(entries: u64, bytes: u64) {
     metrics::gauge!(CACHE_L1_BYTES).set(bytes as f64);
 }
 
+/// Cache loads that gave no value, by reason: `error` (the loader returned an error),
+/// `timeout` (given up at `cache.load_timeout_ms`), `panic` (the loader panicked).
+pub const CACHE_LOAD_FAILURES_TOTAL: &str = "castwork_cache_load_failures_total";
+/// Misses not queued for the L2 reader, by reason (`queue_full`: `cache.redis.max_queued_reads`
+/// were waiting; `reader_down`: the reader was restarting): they went straight to the loader.
+pub const CACHE_L2_READS_REFUSED_TOTAL: &str = "castwork_cache_l2_reads_refused_total";
+/// Catch-ups after a Redis reconnection (families bumped during the outage pushed to Redis),
+/// by outcome: `pushed`, `retry` (Redis refused; tried again later), `gave_up` (left for the
+/// next invalidation to take along).
+pub const CACHE_RESYNCS_TOTAL: &str = "castwork_cache_resyncs_total";
+
+/// Counts a failed cache load.
+pub fn cache_load_failure(reason: &'static str) {
+    metrics::counter!(CACHE_LOAD_FAILURES_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts a miss the L2 reader did not take.
+pub fn cache_l2_read_refused(reason: &'static str) {
+    metrics::counter!(CACHE_L2_READS_REFUSED_TOTAL, "reason" => reason).increment(1);
+}
+
+/// Counts one step of a post-outage catch-up.
+pub fn cache_resync(outcome: &'static str) {
+    metrics::counter!(CACHE_RESYNCS_TOTAL, "outcome" => outcome).increment(1);
+}
+
 /// Redis (L2) operations through the breaker, by op (`mget`, `set`, `del`, `incr`, `publish`, and
 /// `ping`: the health probe's trial while the breaker is not closed) and outcome (`ok`, `error`,
 /// `timeout`, `rejected`: turned away by the breaker). The probe's unguarded `PING` is not counted.

@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, AuthService, JwtKeys};
-use crate::cache::Cache;
 use crate::cache::bypass::Bypass;
 use crate::cache::redis::{RedisSettings, RedisTier};
+use crate::cache::{Cache, CacheOptions};
 use crate::config::Settings;
 use crate::db::{self, DbError};
 use crate::explore::cached::{CacheSink, CachedExplore, Ttls};
@@ -234,8 +234,15 @@ async fn build_cache(settings: &Settings) -> Result<Option<Cache>, StartupError>
         n => n,
     };
     let bypass = Bypass::new(in_flight, cs.bypass_max_queued);
-    let ask_timeout = settings.supervision.ask_timeout();
-    Ok(Some(Cache::new(cs.shards, l2, cs.redis.read_batches_in_flight, ask_timeout, bypass)))
+    let options = CacheOptions {
+        shards: cs.shards,
+        ask_timeout: settings.supervision.ask_timeout(),
+        load_timeout: Duration::from_millis(cs.load_timeout_ms),
+        l2_reads_in_flight: cs.redis.read_batches_in_flight,
+        l2_max_queued_reads: cs.redis.max_queued_reads,
+        load_gate: cs.load_gate.clone(),
+    };
+    Ok(Some(Cache::new(options, l2, bypass)))
 }
 
 /// The key that signs Explore cursors: `explore.cursor_secret`, else derived from

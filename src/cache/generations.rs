@@ -111,6 +111,17 @@ impl Generations {
         dirty
     }
 
+    /// Whether some family is still to be bumped in Redis.
+    pub fn has_dirty(&self) -> bool {
+        !self.read().dirty.is_empty()
+    }
+
+    /// Marks `families` to be bumped in Redis again (a push of them was cut short),
+    /// without bumping them locally.
+    pub fn mark_dirty(&self, families: &[Family]) {
+        self.write().dirty.extend(families.iter().cloned());
+    }
+
     /// Forgets which families were read from Redis, so they are read again (after a reconnect).
     pub fn mark_unsynced(&self) {
         self.write().synced.clear();

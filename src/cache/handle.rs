@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::bypass::{Bypass, BypassReason, BypassStats};
 use super::format::CachedValue;
+use super::gate::LoadGate;
 use super::generations::{Family, Generations};
-use super::reader::L2Reader;
+use super::reader::{L2Reader, ReaderMsg};
 use super::redis::RedisTier;
+use super::resync::ResyncMsg;
 use super::shard::{ShardCounters, ShardMsg, ShardStats};
 use super::shard_of;
 use crate::metrics;
@@ -45,6 +47,28 @@ impl std::fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// Why a load gave no value although its loader returned no error: the shard
+/// ends it rather than let it hold its key (and its waiters) forever.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadFailure {
+    /// The loader did not finish within `cache.load_timeout_ms`.
+    #[error("the load did not finish within {0:?}")]
+    TimedOut(Duration),
+    /// The loader panicked.
+    #[error("the load panicked")]
+    Panicked,
+}
+
+impl LoadFailure {
+    /// The `reason` label of [`metrics::CACHE_LOAD_FAILURES_TOTAL`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TimedOut(_) => "timeout",
+            Self::Panicked => "panic",
+        }
+    }
+}
+
 /// Why a lookup gave no value.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -54,6 +78,10 @@ pub enum CacheError {
     /// No answer before the deadline (the load goes on and still fills the cache).
     #[error("the cache did not answer in time")]
     Timeout,
+    /// The load did not finish within `cache.load_timeout_ms`: it was given up,
+    /// and the next read of the key loads it again.
+    #[error("loading the value took too long; try again shortly")]
+    LoadTimeout,
     /// The shard could not answer and the bounded path to the database is full.
     #[error("too many reads are bypassing the cache; try again shortly")]
     Overloaded,
@@ -88,7 +116,29 @@ pub struct ShardReport {
     pub coalesced: u64,
     pub refreshes: u64,
     pub evictions: u64,
+    /// Loads whose loader returned an error.
     pub load_errors: u64,
+    /// Loads given up at `cache.load_timeout_ms`.
+    pub load_timeouts: u64,
+    /// Loads whose loader panicked.
+    pub load_panics: u64,
+}
+
+/// How a [`Cache`] is built.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// Shards (at least 1).
+    pub shards: usize,
+    /// Deadline of an ask to a shard.
+    pub ask_timeout: Duration,
+    /// Longest a load may run before its waiters get [`CacheError::LoadTimeout`].
+    pub load_timeout: Duration,
+    /// The L2 reader's `MGET`s in flight at once.
+    pub l2_reads_in_flight: usize,
+    /// Reads waiting for the L2 reader at once; more go straight to the loader.
+    pub l2_max_queued_reads: usize,
+    /// Holds every load until opened (tests).
+    pub load_gate: Option<LoadGate>,
 }
 
 struct Inner {
@@ -96,8 +146,13 @@ struct Inner {
     counters: Vec<Arc<ShardCounters>>,
     l2: Option<RedisTier>,
     reader: Option<L2Reader>,
+    /// Where the listener finds the current `cache-resync` actor.
+    resync: ActorSlot<ResyncMsg>,
     generations: Generations,
     ask_timeout: Duration,
+    load_timeout: Duration,
+    l2_reads_in_flight: usize,
+    load_gate: Option<LoadGate>,
     /// Reads whose shard cannot answer go to the database through this.
     bypass: Bypass,
     node: String,
@@ -112,25 +167,25 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// A cache of `shards` shards (their actors are started by the cache supervisor).
-    /// With `l2`, it starts the [`L2Reader`] (at most `l2_reads_in_flight` batches
-    /// at once), so it must be called within a Tokio runtime. Reads whose shard
-    /// cannot answer go to the database through `bypass`.
-    pub fn new(
-        shards: usize,
-        l2: Option<RedisTier>,
-        l2_reads_in_flight: usize,
-        ask_timeout: Duration,
-        bypass: Bypass,
-    ) -> Self {
-        let shards = shards.max(1);
+    /// A cache as `options` say (its actors, the shards and with `l2` the L2 reader,
+    /// are started by the cache supervisor). Reads whose shard cannot answer go to
+    /// the database through `bypass`.
+    pub fn new(options: CacheOptions, l2: Option<RedisTier>, bypass: Bypass) -> Self {
+        let shards = options.shards.max(1);
+        let reader = l2.as_ref().map(|_| {
+            L2Reader::new(ActorSlot::<ReaderMsg>::new("cache-l2-reader"), options.l2_max_queued_reads)
+        });
         let inner = Inner {
             shards: (0..shards).map(|_| ActorSlot::new("cache-shard")).collect(),
             counters: (0..shards).map(|_| Arc::default()).collect(),
-            reader: l2.as_ref().map(|tier| L2Reader::start(tier.clone(), l2_reads_in_flight)),
+            reader,
+            resync: ActorSlot::new("cache-resync"),
             l2,
             generations: Generations::default(),
-            ask_timeout,
+            ask_timeout: options.ask_timeout,
+            load_timeout: options.load_timeout,
+            l2_reads_in_flight: options.l2_reads_in_flight,
+            load_gate: options.load_gate,
             bypass,
             node: uuid::Uuid::new_v4().to_string(),
             subscribed: tokio::sync::watch::Sender::new(false),
@@ -163,6 +218,21 @@ impl Cache {
         self.inner.reader.as_ref()
     }
 
+    /// Where the `cache-resync` actor is published (it runs only with L2).
+    pub fn resync(&self) -> &ActorSlot<ResyncMsg> {
+        &self.inner.resync
+    }
+
+    /// Longest a load may run.
+    pub fn load_timeout(&self) -> Duration {
+        self.inner.load_timeout
+    }
+
+    /// The L2 reader's `MGET`s in flight at once.
+    pub fn l2_reads_in_flight(&self) -> usize {
+        self.inner.l2_reads_in_flight
+    }
+
     /// This node's generation mirror.
     pub fn generations(&self) -> &Generations {
         &self.inner.generations
@@ -187,6 +257,10 @@ impl Cache {
 
     /// The value of `key`: from L1, L2, or `loader` (once for all concurrent askers).
     pub async fn get(&self, key: String, ttl: Duration, loader: Loader) -> Result<CachedValue, CacheError> {
+        let loader = match &self.inner.load_gate {
+            Some(gate) => gate.wrap(loader),
+            None => loader,
+        };
         let Some(slot) = self.inner.shards.get(shard_of(&key, self.inner.shards.len())) else {
             return loader().await.map_err(CacheError::Load);
         };
@@ -199,14 +273,22 @@ impl Cache {
             })
             .await;
         let reason = match ask {
-            Ok(result) => return result.map_err(CacheError::Load),
+            Ok(result) => return result.map_err(load_failed),
             Err(AskError::Timeout(_)) => return Err(CacheError::Timeout),
             Err(AskError::Down(_)) => BypassReason::ShardDown,
             Err(AskError::Unavailable(_) | AskError::Lost(_)) => BypassReason::ShardUnavailable,
         };
         // no shard to ask: serve from the database rather than fail, within bounds
+        // and within the load deadline a shard would have given the load
         metrics::cache_lookup("l1", "bypass");
-        Box::pin(self.inner.bypass.load(reason, &loader)).await
+        let bypassed = Box::pin(self.inner.bypass.load(reason, &loader));
+        match tokio::time::timeout(self.inner.load_timeout, bypassed).await {
+            Ok(result) => result,
+            Err(_) => {
+                metrics::cache_load_failure("timeout");
+                Err(CacheError::LoadTimeout)
+            }
+        }
     }
 
     /// How many shards are marked down.
@@ -362,41 +444,12 @@ impl Cache {
         self.flush_local();
     }
 
-    /// Redis is back: push the families bumped locally meanwhile, and start L1 afresh.
-    pub async fn on_reconnect(&self) {
-        let mut dirty = self.inner.generations.take_dirty();
-        // L1 goes first: nothing built with this node's local counters may survive the reset
+    /// Forgets L1 and the generation values built while Redis could not be trusted
+    /// (not the families still to be bumped there): L1 first, so nothing built with
+    /// this node's local counters survives the reset.
+    pub fn forget_local(&self) {
         self.flush_local();
         self.inner.generations.reset();
-        if let Some(l2) = &self.inner.l2 {
-            // the pool may come back a moment after the subscriber
-            l2.wait_connected(Duration::from_secs(2)).await;
-        }
-        // nothing was written to L2 under the local values, so one bump in Redis makes
-        // every page cached before the outage unreachable for every node; the breaker
-        // may still refuse for a moment, so retry a few times
-        for attempt in 0..10u32 {
-            if dirty.is_empty() {
-                return;
-            }
-            tracing::info!(
-                families = dirty.len(),
-                attempt,
-                "redis is back; bumping families changed during the outage"
-            );
-            self.invalidate(&dirty, Vec::new()).await;
-            dirty = self.inner.generations.take_dirty();
-            if !dirty.is_empty() {
-                // refused again: forget the local values once more and wait
-                self.flush_local();
-                self.inner.generations.reset();
-                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt + 1))).await;
-            }
-        }
-        // still unreachable: the next invalidation takes them along
-        for family in &dirty {
-            self.inner.generations.bump_local(family);
-        }
     }
 
     /// Numbers for each shard; a shard that does not answer is reported unavailable.
@@ -418,11 +471,22 @@ impl Cache {
                 refreshes: load(&counters.refreshes),
                 evictions: load(&counters.evictions),
                 load_errors: load(&counters.load_errors),
+                load_timeouts: load(&counters.load_timeouts),
+                load_panics: load(&counters.load_panics),
             });
         }
         let entries: u64 = out.iter().map(|r| r.live.entries as u64).sum();
         let bytes: u64 = out.iter().map(|r| r.live.bytes).sum();
         metrics::cache_l1_size(entries, bytes);
         out
+    }
+}
+
+/// A shard's answer as the caller sees it: a load given up at its deadline is a
+/// [`CacheError::LoadTimeout`] (503), not a loader's error.
+fn load_failed(err: LoadError) -> CacheError {
+    match err.downcast_ref::<LoadFailure>() {
+        Some(LoadFailure::TimedOut(_)) => CacheError::LoadTimeout,
+        _ => CacheError::Load(err),
     }
 }

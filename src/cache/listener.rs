@@ -1,8 +1,13 @@
 //! CacheListener: keeps this node's cache in step with the others. It listens on
 //! the Redis invalidation channel (other nodes' writes and flushes) and to
 //! connection changes: when the connection drops, announcements may be missed,
-//! so L1 is flushed; when it comes back, families bumped locally meanwhile are
-//! bumped in Redis.
+//! so L1 is flushed; when it comes back, the `cache-resync` actor is told to
+//! bump in Redis the families bumped locally meanwhile.
+//!
+//! Events reach the mailbox through a forwarding task fed by the subscription's
+//! bounded channel; the mailbox itself is not bounded, but every event is handled
+//! without waiting on I/O (parse, mirror, cast evictions), so it drains faster
+//! than Redis delivers, and the subscription's buffer is where a burst waits.
 
 use std::sync::Arc;
 
@@ -12,6 +17,7 @@ use tokio::task::JoinHandle;
 use super::Cache;
 use super::handle::CHANNEL;
 use super::redis::RedisEvent;
+use super::resync::ResyncMsg;
 use crate::supervision::child::ChaosTarget;
 use crate::supervision::supervisor::chaos_panic;
 use crate::supervision::tree::ActorStats;
@@ -46,7 +52,6 @@ pub struct ListenerState {
     cache: Cache,
     stats: Arc<ActorStats>,
     forward: Option<JoinHandle<()>>,
-    reconnecting: Option<JoinHandle<()>>,
     /// The connection dropped since it was last up (the first connection is not a reconnection).
     lost: bool,
     /// The subscription has been confirmed live at least once.
@@ -63,14 +68,7 @@ impl Actor for CacheListener {
         _myself: ActorRef<ListenerMsg>,
         args: ListenerArgs,
     ) -> Result<ListenerState, ActorProcessingErr> {
-        Ok(ListenerState {
-            cache: args.cache,
-            stats: args.stats,
-            forward: None,
-            reconnecting: None,
-            lost: false,
-            live: false,
-        })
+        Ok(ListenerState { cache: args.cache, stats: args.stats, forward: None, lost: false, live: false })
     }
 
     async fn post_start(
@@ -118,13 +116,11 @@ impl Actor for CacheListener {
                 state.cache.set_subscribed(true);
             }
             ListenerMsg::Event(RedisEvent::Reconnected) => {
-                if std::mem::take(&mut state.lost) {
-                    // a newer reconnection supersedes one still being handled
-                    if let Some(previous) = state.reconnecting.take() {
-                        previous.abort();
-                    }
-                    let cache = state.cache.clone();
-                    state.reconnecting = Some(tokio::spawn(async move { cache.on_reconnect().await }));
+                if std::mem::take(&mut state.lost) && !state.cache.resync().cast(ResyncMsg::Reconnected) {
+                    // the resync is restarting: start L1 afresh here; it pushes the
+                    // families still marked when it is back (or the next write does)
+                    tracing::warn!("cache-resync is not running; the catch-up waits for it");
+                    state.cache.forget_local();
                 }
             }
             ListenerMsg::Panic => chaos_panic("cache-listener"),
@@ -138,9 +134,6 @@ impl Actor for CacheListener {
         state: &mut ListenerState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(task) = state.forward.take() {
-            task.abort();
-        }
-        if let Some(task) = state.reconnecting.take() {
             task.abort();
         }
         Ok(())

@@ -8,12 +8,19 @@
 //! whose result comes back as [`ShardMsg::Filled`], and the task writes L2 after
 //! the waiters have their answer. A waiter whose deadline passes gets a timeout
 //! from its ask, while the load still fills the cache.
+//!
+//! Every load has a deadline (`load_timeout`, a little under the ask deadline): a
+//! loader that hangs is dropped there, its waiters get [`LoadFailure::TimedOut`]
+//! (503 `cache_load_timeout`) and its key is free, so the next ask loads it
+//! again. A loader that panics is an error for its waiters, not a wedged key.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use quick_cache::unsync::Cache as L1;
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -24,8 +31,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::format::{self, CachedValue};
-use super::handle::{LoadError, Loader};
-use super::reader::{L2Answer, L2Reader, Read};
+use super::handle::{LoadError, LoadFailure, Loader};
+use super::reader::{L2Answer, L2Reader};
 use super::redis::RedisTier;
 use crate::metrics;
 use crate::supervision::child::ChaosTarget;
@@ -80,7 +87,12 @@ pub struct ShardCounters {
     pub coalesced: AtomicU64,
     pub refreshes: AtomicU64,
     pub evictions: AtomicU64,
+    /// Loads whose loader returned an error.
     pub load_errors: AtomicU64,
+    /// Loads given up at the load deadline.
+    pub load_timeouts: AtomicU64,
+    /// Loads whose loader panicked.
+    pub load_panics: AtomicU64,
 }
 
 /// A shard's live numbers.
@@ -102,6 +114,8 @@ pub struct CacheShard {
     pub ttl_jitter: f64,
     pub xfetch_beta: f64,
     pub compress_threshold: usize,
+    /// Longest a loader may run before its waiters get [`LoadFailure::TimedOut`].
+    pub load_timeout: Duration,
 }
 
 /// What a shard is started with.
@@ -143,6 +157,9 @@ impl Lifecycle<String, Entry> for CountEvictions {
 
 struct InFlight {
     ticket: u64,
+    /// Not bounded by a count: each waiter is a request in flight (bounded at the
+    /// HTTP edge) asking with a deadline, and all of them are answered, at the
+    /// latest, when the load ends at its own deadline.
     waiters: Vec<RpcReplyPort<Lookup>>,
     /// Evicted while loading: the waiters get their answer, but neither L1 nor L2 is
     /// filled with it (the task reads this before writing L2).
@@ -273,6 +290,37 @@ impl Actor for CacheShard {
     }
 }
 
+/// Runs `loader` for at most `deadline`, a panic caught: whatever happens, the
+/// load ends with a value or an error, counted by reason.
+async fn bounded_load(
+    loader: &Loader,
+    deadline: Duration,
+    counters: &ShardCounters,
+) -> Result<CachedValue, LoadError> {
+    // the call itself may panic as well as the future it returns
+    let run = AssertUnwindSafe(async { loader().await }).catch_unwind();
+    let failure = match tokio::time::timeout(deadline, run).await {
+        Ok(Ok(Ok(value))) => return Ok(value),
+        Ok(Ok(Err(error))) => {
+            counters.load_errors.fetch_add(1, Ordering::Relaxed);
+            metrics::cache_load_failure("error");
+            return Err(error);
+        }
+        Ok(Err(_panic)) => {
+            counters.load_panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("a cache loader panicked; its waiters get an error");
+            LoadFailure::Panicked
+        }
+        Err(_elapsed) => {
+            counters.load_timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(deadline_ms = deadline.as_millis(), "a cache load took too long; given up");
+            LoadFailure::TimedOut(deadline)
+        }
+    };
+    metrics::cache_load_failure(failure.reason());
+    Err(LoadError::new(failure))
+}
+
 /// Sets a load aside after an invalidation: it must not fill either tier.
 fn orphan(state: &mut ShardState, flight: InFlight) {
     flight.stale.store(true, Ordering::Release);
@@ -343,15 +391,17 @@ impl CacheShard {
         let stale = Arc::new(AtomicBool::new(false));
         let waiters = waiter.into_iter().collect();
         let mut flight = InFlight { ticket, waiters, stale, ttl, loader: None, task: None };
-        match state.reader.as_ref().filter(|_| !skip_l2_read) {
-            Some(reader) => {
-                flight.loader = Some(loader);
-                reader.read(Read::new(key.clone(), ticket, myself.clone()));
-            }
-            None => {
-                let task = self.spawn_loader(myself, state, &key, ticket, ttl, loader, &flight.stale);
-                flight.task = Some(task);
-            }
+        // a reader with a full queue (or restarting) takes nothing: load at once
+        let queued = state
+            .reader
+            .as_ref()
+            .filter(|_| !skip_l2_read)
+            .is_some_and(|reader| reader.read(key.clone(), ticket, myself.clone()));
+        if queued {
+            flight.loader = Some(loader);
+        } else {
+            let task = self.spawn_loader(myself, state, &key, ticket, ttl, loader, &flight.stale);
+            flight.task = Some(task);
         }
         state.in_flight.insert(key, flight);
     }
@@ -380,10 +430,11 @@ impl CacheShard {
         let negative_ttl = format::jittered_ttl(self.negative_ttl, self.ttl_jitter, &mut state.rng);
         let threshold = self.compress_threshold;
         let task_stale = stale.clone();
+        let deadline = self.load_timeout;
         tokio::spawn(async move {
             counters.loads.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
-            let result = loader().await;
+            let result = bounded_load(&loader, deadline, &counters).await;
             let delta = started.elapsed();
             metrics::cache_tier_latency("loader", delta);
             let to_store = result.as_ref().ok().cloned();
@@ -391,9 +442,6 @@ impl CacheShard {
                 let ttl = if value.not_found { negative_ttl } else { jittered };
                 Loaded { value, ttl, delta, from_l2: false }
             });
-            if loaded.is_err() {
-                counters.load_errors.fetch_add(1, Ordering::Relaxed);
-            }
             let store_ttl = loaded.as_ref().map(|l| l.ttl).unwrap_or(jittered);
             let _ = actor.cast(ShardMsg::Filled { key: task_key.clone(), ticket, result: loaded });
             // waiters have their answer; now share it with the other nodes
@@ -469,3 +517,6 @@ impl CacheShard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -186,6 +186,9 @@ impl Settings {
         if cache.bypass_max_queued > 1_000_000 {
             return bad("cache.bypass_max_queued", "must be at most 1000000");
         }
+        if cache.load_timeout_ms == 0 {
+            return bad("cache.load_timeout_ms", "must be at least 1");
+        }
         if !(0.0..=0.5).contains(&cache.ttl_jitter) {
             return bad("cache.ttl_jitter", "must be between 0 and 0.5");
         }
@@ -213,6 +216,9 @@ impl Settings {
         }
         if cache.redis.read_batches_in_flight == 0 {
             return bad("cache.redis.read_batches_in_flight", "must be at least 1");
+        }
+        if !(1..=1_000_000).contains(&cache.redis.max_queued_reads) {
+            return bad("cache.redis.max_queued_reads", "must be between 1 and 1000000");
         }
         if cache.redis.timeout_ms == 0 {
             return bad("cache.redis.timeout_ms", "must be at least 1");

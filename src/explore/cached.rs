@@ -50,6 +50,9 @@ pub enum ReadError {
     /// The cache did not answer in time.
     #[error("the cache did not answer in time")]
     Timeout,
+    /// The load behind the read did not finish within `cache.load_timeout_ms`.
+    #[error("loading the value took too long; try again shortly")]
+    LoadTimeout,
     /// The shard could not answer and the bounded path to the database is full.
     #[error("too many reads are bypassing the cache; try again shortly")]
     Overloaded,
@@ -157,6 +160,7 @@ struct SharedExploreError(Arc<ExploreError>);
 fn from_cache(err: CacheError) -> ReadError {
     match err {
         CacheError::Timeout => ReadError::Timeout,
+        CacheError::LoadTimeout => ReadError::LoadTimeout,
         CacheError::Overloaded => ReadError::Overloaded,
         CacheError::Load(load) => match load.downcast_ref::<SharedExploreError>() {
             Some(shared) => ReadError::Explore(shared.0.clone()),

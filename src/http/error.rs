@@ -242,6 +242,11 @@ impl From<ReadError> for ApiError {
                 message: err.to_string(),
                 retry_after: Duration::from_secs(1),
             },
+            ReadError::LoadTimeout => Self::Unavailable {
+                code: "cache_load_timeout",
+                message: err.to_string(),
+                retry_after: Duration::from_secs(1),
+            },
             ReadError::Overloaded => Self::Unavailable {
                 code: "overloaded",
                 message: err.to_string(),
@@ -331,6 +336,12 @@ mod tests {
         let busy = ApiError::from(AuthError::Busy { retry_after: Duration::from_secs(1) });
         assert_eq!((busy.status(), busy.code()), (StatusCode::SERVICE_UNAVAILABLE, "busy"));
         assert_eq!(busy.into_response().headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let stalled = ApiError::from(ReadError::LoadTimeout);
+        assert_eq!(
+            (stalled.status(), stalled.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "cache_load_timeout")
+        );
+        assert_eq!(stalled.into_response().headers().get(header::RETRY_AFTER).unwrap(), "1");
         let weak = ApiError::from(AuthError::Policy(crate::auth::PolicyError::ControlCharacter));
         assert_eq!((weak.status(), weak.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"));
         assert!(matches!(&weak, ApiError::Validation { fields, .. } if fields.contains_key("password")));

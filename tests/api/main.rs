@@ -14,6 +14,7 @@ mod support;
 
 mod auth;
 mod cache;
+mod cache_backpressure;
 mod chaos;
 mod config;
 mod degraded;
