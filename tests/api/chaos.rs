@@ -63,14 +63,8 @@ async fn killed_health_actor_is_restarted_and_counted() {
     let (status, body) = app.get_json("/health", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["components"]["database"]["status"], "ok", "{body}");
-
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(
-        metrics.lines().any(|l| l.starts_with("castwork_actor_restarts_total{")
-            && l.contains("actor=\"health\"")
-            && l.contains("cause=\"killed\"")),
-        "{metrics}"
-    );
+    // (the restart metric itself is checked against a recorder of its own in
+    // supervision::supervisor::tests: /metrics here is every test node's)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,8 +119,6 @@ async fn past_the_intensity_limit_the_actor_is_down_and_the_node_serves() {
     // the API still serves
     let (status, body) = app.get_json("/api/v1/auth/me", Some(&token)).await;
     assert_eq!((status, body["username"].as_str()), (200, Some("admin")));
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("castwork_actor_down{actor=\"health\"} 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

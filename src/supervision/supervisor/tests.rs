@@ -524,3 +524,41 @@ async fn a_nested_supervisor_that_does_not_answer_is_unresponsive_and_the_rest_i
     assert!(is(&side.children, "w2", NodeStatus::Running, 0), "{nodes:#?}");
     assert!(is(&nodes, "w0", NodeStatus::Running, 0));
 }
+
+// ---- metrics ----
+
+/// The supervisor's metrics, read from a recorder of this test's own (tasks of a
+/// current-thread runtime all run on this thread), never from the process's.
+#[tokio::test(start_paused = true)]
+async fn restarts_and_down_are_counted_in_the_metrics() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let flaky = ActorSlot::new("metered");
+    let mut sup = config("sup", RestartStrategy::OneForOne);
+    sup.intensity.max_restarts = 1;
+    let tree = start(sup, vec![worker("metered", &flaky)]).await;
+    tree.until("running", all_running).await;
+    kill(&flaky);
+    tree.until("restarted", |n| is(n, "metered", NodeStatus::Running, 1)).await;
+    let text = handle.render();
+    let line = |name: &str, labels: &[&str]| {
+        text.lines()
+            .find(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_owned())
+    };
+    assert_eq!(
+        line("castwork_actor_restarts_total{", &["actor=\"metered\"", "cause=\"killed\""]).as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        line("castwork_actor_failures_total{", &["actor=\"metered\"", "kind=\"killed\""]).as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    kill(&flaky);
+    tree.until("down", |n| is(n, "metered", NodeStatus::Down, 1)).await;
+    let text = handle.render();
+    assert!(text.lines().any(|l| l == "castwork_actor_down{actor=\"metered\"} 1"), "{text}");
+}
