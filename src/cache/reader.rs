@@ -400,7 +400,7 @@ mod tests {
     async fn tier(url: &str) -> RedisTier {
         let settings = RedisSettings {
             url: url.to_owned(),
-            key_prefix: format!("castwork-test-{}", uuid::Uuid::new_v4().simple()),
+            key_prefix: crate::db::testing::redis_prefix(),
             pool_size: 1,
             command_timeout: Duration::from_secs(1),
             breaker: BreakerConfig::default(),
@@ -424,7 +424,7 @@ mod tests {
 
     #[tokio::test]
     async fn queued_reads_go_out_in_batches_and_each_gets_its_own_answer() {
-        let tier = tier("redis://127.0.0.1:6379").await;
+        let tier = tier(&crate::db::testing::redis_url()).await;
         assert!(tier.wait_connected(DEADLINE).await, "redis is not reachable");
         let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
         for key in keys.iter().filter(|k| !k.ends_with('0')) {
@@ -468,7 +468,7 @@ mod tests {
         let proxy = Cutter::start().await;
         let settings = RedisSettings {
             url: proxy.url(),
-            key_prefix: format!("castwork-test-{}", uuid::Uuid::new_v4().simple()),
+            key_prefix: crate::db::testing::redis_prefix(),
             pool_size: 1,
             command_timeout: Duration::from_millis(300),
             // never opens here: every call made is counted in its window
@@ -480,8 +480,8 @@ mod tests {
         let (shard, mut rx) = sink().await;
         let (reader, _actor) = start(tier.clone(), 1, 1024).await;
         assert!(reader.read("first".to_owned(), 0, shard.clone()));
-        // let the first read go out alone; the rest queue behind it
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // the first read goes out alone (it has left the queue); the rest queue behind it
+        until_queued(&reader, 0).await;
         let queued = MAX_BATCH + 6;
         for ticket in 1..=u64::try_from(queued).unwrap() {
             assert!(reader.read(format!("k{ticket}"), ticket, shard.clone()));
@@ -509,7 +509,7 @@ mod tests {
     async fn stalled_tier(proxy: &Cutter) -> RedisTier {
         let settings = RedisSettings {
             url: proxy.url(),
-            key_prefix: format!("castwork-test-{}", uuid::Uuid::new_v4().simple()),
+            key_prefix: crate::db::testing::redis_prefix(),
             pool_size: 1,
             // far beyond the test's deadline: an answer can only come from elsewhere
             command_timeout: Duration::from_secs(600),
