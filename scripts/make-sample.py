@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds data/sample-catalog.jsonl.gz: a small, deterministic, stratified subset of
+"""Builds assets/sample/catalog.jsonl.gz: a small, deterministic, stratified subset of
 the arXiv catalogue, embedded in the castwork binary and imported on first start.
 
 Every one of the 8 groups is represented: each gets min(its size, FLOOR) items, and
@@ -12,7 +12,7 @@ reproducible.
 
 Usage: scripts/make-sample.py [SOURCE] [DEST]
   SOURCE defaults to assets/arxiv/catalog.jsonl.gz (relative to the repository root)
-  DEST   defaults to data/sample-catalog.jsonl.gz (relative to the repository root)
+  DEST   defaults to assets/sample/catalog.jsonl.gz (relative to the repository root)
 """
 
 import gzip
@@ -27,7 +27,7 @@ FLOOR = 60
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "assets" / "arxiv" / "catalog.jsonl.gz"
-DEST = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "data" / "sample-catalog.jsonl.gz"
+DEST = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "assets" / "sample" / "catalog.jsonl.gz"
 
 
 def evenly(ids, count):

@@ -40,8 +40,8 @@ use super::ChangeBus;
 use crate::db::entities::item;
 
 /// The sample catalogue embedded in the binary: 2,000 arXiv papers across all 8
-/// groups (`scripts/make-sample.py`; licence in `data/ATTRIBUTION.md`).
-pub static SAMPLE_CATALOG: &[u8] = include_bytes!("../../data/sample-catalog.jsonl.gz");
+/// groups (`scripts/make-sample.py`; licence in `assets/sample/ATTRIBUTION.md`).
+pub static SAMPLE_CATALOG: &[u8] = include_bytes!("../../assets/sample/catalog.jsonl.gz");
 
 /// At most this many rejected lines are listed in [`ImportSummary::rejected`];
 /// [`ImportSummary::rejected_count`] counts them all.
