@@ -83,7 +83,7 @@ pub struct SearchParams {
     #[serde(default, deserialize_with = "text")]
     pub q: Option<String>,
     /// Only `text` (the default) is available; `semantic` and `hybrid` are refused with 400 for now.
-    #[param(inline)]
+    #[param(inline, example = "text")]
     #[serde(default)]
     pub mode: Option<SearchMode>,
     /// Page size; 20 when left out.
