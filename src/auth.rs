@@ -14,6 +14,8 @@
 //! - [`verified`]: remembers tokens that verified, so a repeated token skips the signature check.
 //! - [`revocation`]: the deny-list of revoked sessions, checked on every request, persisted and
 //!   shared across nodes.
+//! - [`sync`]: the RevocationSync actor that keeps the deny-list in step with other nodes, and
+//!   its [`sync::child_spec`].
 //!
 //! Refresh tokens are opaque random values; only their SHA-256 is stored. Each login starts a
 //! token family (a session, the access tokens' `sid`); using a refresh token a second time
@@ -28,6 +30,7 @@ pub mod report;
 pub mod revocation;
 pub mod role;
 pub mod service;
+pub mod sync;
 pub mod verified;
 
 pub use jwt::{Claims, JwtKeys};

@@ -1,5 +1,5 @@
 //! The Explore cache: a [`Cache`] routes each key to one of N CacheActor shards
-//! (`src/actors/cache_shard.rs`) by a stable hash. Each shard owns an L1 (bounded
+//! ([`shard`]) by a stable hash. Each shard owns an L1 (bounded
 //! by bytes) for its slice of the key space and coalesces concurrent misses into
 //! one load; behind it sits Redis as the shared L2 ([`redis::RedisTier`], guarded
 //! by a circuit breaker), and behind that the loader (the database).
@@ -17,13 +17,19 @@
 //! | `generations.rs` | family generation counters, mirrored per node |
 //! | `handle.rs` | [`Cache`]: routing, asks with deadlines, fallbacks, invalidation |
 //! | `bypass.rs` | the bounded path to the database while a shard is down |
+//! | `shard.rs` | the CacheActor: one shard's L1, coalesced loads, L2 reads through the reader |
+//! | `listener.rs` | the invalidation listener: other nodes' generation bumps and deletes |
+//! | `tree.rs` | [`tree::child_spec`]: the cache supervisor over the shards and the listener |
 
 pub mod bypass;
 pub mod format;
 pub mod generations;
 pub mod handle;
+pub mod listener;
 pub mod reader;
 pub mod redis;
+pub mod shard;
+pub mod tree;
 
 pub use handle::{Cache, CacheError, LoadError, Loader};
 

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::supervision::backoff::Backoff;
 use crate::supervision::intensity::RestartIntensity;
+use crate::supervision::strategy::RestartStrategy;
+use crate::supervision::supervisor::Supervisor;
 
 mod environment;
 mod validate;
@@ -164,6 +166,12 @@ pub struct ServerSettings {
     pub write_timeout_secs: u64,
     /// Cap on open connections; 0: derived from the open-file limit.
     pub max_connections: usize,
+    /// Requests served at once (0: no limit); past it requests wait (see `max_queued_requests`).
+    pub max_in_flight_requests: usize,
+    /// Requests waiting for a turn at once; more are answered 503 `overloaded` at once.
+    pub max_queued_requests: usize,
+    /// Longest wait for a turn before 503 `overloaded`, in milliseconds.
+    pub queue_wait_ms: u64,
     /// Longest request target (path and query) answered; longer: 414.
     pub max_uri_bytes: usize,
     /// Largest total of request header lines (name, value and 4 bytes each); larger: 431.
@@ -424,6 +432,21 @@ impl SupervisionSettings {
 }
 
 impl Settings {
+    /// A one-for-one supervisor called `name` with the `[supervision]` limits; it
+    /// gives each child `server.shutdown_grace_secs` to stop.
+    pub fn supervisor(&self, name: impl Into<String>) -> Supervisor {
+        let sup = &self.supervision;
+        Supervisor {
+            name: name.into(),
+            strategy: RestartStrategy::OneForOne,
+            intensity: sup.intensity(),
+            backoff: sup.backoff(),
+            down_retry: sup.down_retry(),
+            ask_timeout: sup.ask_timeout(),
+            shutdown_timeout: Duration::from_secs(self.server.shutdown_grace_secs),
+        }
+    }
+
     /// Loads the layered configuration from the process environment and validates it.
     pub fn load() -> Result<Self, ConfigError> {
         let environment = Environment::from_env()?;

@@ -13,15 +13,19 @@
 //! | `trend.rs` | the time-decayed view score |
 //! | `view_dedup.rs` | which views count: one per user and item per window |
 //! | `import.rs` | streaming JSON Lines import (plain or gzip) |
+//! | `views.rs` | the ViewCounter actor: batches view counts and trend updates |
+//! | `tree.rs` | [`tree::child_spec`]: the ViewCounter under supervision |
 
 pub mod cached;
 pub mod cursor;
 pub mod import;
 pub mod model;
 pub mod read;
+pub mod tree;
 pub mod trend;
 pub mod validate;
 pub mod view_dedup;
+pub mod views;
 pub mod warm;
 pub mod write;
 

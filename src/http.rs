@@ -16,6 +16,7 @@ pub mod items;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
+pub mod shed;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,10 +35,10 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::actors::root::Runtime;
 use crate::auth::AuthService;
 use crate::config::Settings;
 use crate::explore::cached::CachedExplore;
+use crate::runtime::Runtime;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -189,6 +190,8 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(middleware::json_errors))
                 .layer(DefaultBodyLimit::max(settings.server.body_limit_bytes)),
         )
+        // past the concurrency limit: a fast 503, before any per-request work
+        .layer(shed::ShedLayer::new(shed::ShedLimits::from_settings(&settings.server)))
         // outermost: limits answered before anything is logged, and a bad incoming
         // request id dropped before it is logged or echoed
         .layer(edge::EdgeLayer::new(edge::EdgeLimits::from_settings(&settings.server), REQUEST_ID))

@@ -9,7 +9,6 @@
 //! | [`db`] | connection (SQLite default, PostgreSQL), migrations, entities, private data files, which errors mean unavailable |
 //! | [`auth`] | users, argon2id passwords (bounded hashing, strength policy), JWT access tokens, rotating refresh tokens, login slow-down, the revoked-session deny-list |
 //! | [`supervision`] | restart strategies, intensity, backoff, circuit breaker, the generic supervisor, the tree snapshot |
-//! | [`actors`] | one actor per file: the root tree, HealthActor, ViewCounter, cache shards and listener, RevocationSync |
 //! | [`explore`] | the catalogue: typed queries, reads, writes, import, trending, the cached reads |
 //! | [`cache`] | the sharded Explore cache: routing, L2 over Redis, generations, value format |
 //! | [`outbox`] | the transactional outbox written with every item change |
@@ -22,16 +21,17 @@
 //! [`supervision::slot::ActorSlot`] with a deadline → map the answer or the
 //! timeout to HTTP in [`http::error`].
 
-pub mod actors;
 pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod explore;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+pub mod runtime;
 pub mod server;
 pub mod startup;
 pub mod supervision;

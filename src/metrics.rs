@@ -62,6 +62,15 @@ pub const AUTH_TOKENS_REFUSED_TOTAL: &str = "castwork_auth_tokens_refused_total"
 /// Chaos actions applied, by actor and action.
 pub const CHAOS_ACTIONS_TOTAL: &str = "castwork_chaos_actions_total";
 
+/// Requests refused with 503 `overloaded` by the edge's concurrency limit, by reason
+/// (`queue_full`: too many already waiting; `queue_timeout`: no turn within `server.queue_wait_ms`).
+pub const HTTP_SHED_TOTAL: &str = "castwork_http_shed_total";
+
+/// Counts one request shed at the edge.
+pub fn http_shed(reason: &'static str) {
+    metrics::counter!(HTTP_SHED_TOTAL, "reason" => reason).increment(1);
+}
+
 /// Records one served HTTP request.
 pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
     let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];

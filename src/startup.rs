@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use ractor::SpawnErr;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
-use crate::actors::root::Runtime;
 use crate::auth::{AuthError, AuthService, JwtKeys};
 use crate::cache::Cache;
 use crate::cache::bypass::Bypass;
@@ -19,6 +19,7 @@ use crate::db::{self, DbError};
 use crate::explore::cached::{CacheSink, CachedExplore, Ttls};
 use crate::explore::{ExploreService, import, warm};
 use crate::http::{self, AppState};
+use crate::runtime::{Parts, Runtime};
 use crate::server::{self, ServeLimits};
 use crate::telemetry;
 
@@ -107,8 +108,10 @@ impl Application {
         }
         let cached = CachedExplore::new(explore.clone(), cache.clone(), Ttls::from_settings(&settings.cache));
         let revocations = auth.revocations().clone();
-        let runtime =
-            Arc::new(Runtime::start(&settings, db.clone(), explore, cache.clone(), revocations).await?);
+        let runtime = Arc::new(
+            Runtime::start(&settings, Parts { db: db.clone(), explore, cache: cache.clone(), revocations })
+                .await?,
+        );
         if let Some(cache) = cache.as_ref().filter(|c| c.l2().is_some())
             && !cache.wait_subscribed(Duration::from_secs(3)).await
         {
@@ -119,13 +122,16 @@ impl Application {
         if settings.cache.enabled && settings.cache.warm_on_start {
             // in the background: the node serves (slower) while it warms
             let warming = cached.clone();
-            runtime.track(tokio::spawn(async move {
-                if let Some(l2) = warming.cache().and_then(|c| c.l2()) {
-                    // calls before the first connection fail fast and count against the breaker
-                    l2.wait_connected(Duration::from_secs(5)).await;
-                }
-                warm::warm(&warming).await;
-            }));
+            runtime.track(
+                "cache-warm",
+                tokio::spawn(async move {
+                    if let Some(l2) = warming.cache().and_then(|c| c.l2()) {
+                        // calls before the first connection fail fast and count against the breaker
+                        l2.wait_connected(Duration::from_secs(5)).await;
+                    }
+                    warm::warm(&warming).await;
+                }),
+            );
         }
         let state = AppState::new(settings, runtime.clone(), auth, cached, db);
         Ok(Self { listener, port, state, runtime })
@@ -147,8 +153,10 @@ impl Application {
         self.run_until(shutdown_signal()).await
     }
 
-    /// Serves until `signal` completes; then stops accepting, drains in-flight
-    /// requests (up to `server.shutdown_grace_secs`) and stops the actor tree.
+    /// Serves until `signal` completes; then stops accepting, lets in-flight
+    /// requests and the node's background tasks finish within
+    /// `server.shutdown_grace_secs`, and stops the actor tree children-first. Only
+    /// what is still running at that deadline is cut, and that is logged.
     pub async fn run_until(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
@@ -158,11 +166,15 @@ impl Application {
         let grace = Duration::from_secs(state.settings().server.shutdown_grace_secs);
         let limits = ServeLimits::from_settings(state.settings());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut fired_rx = stop_rx.clone();
+        let (deadline_tx, mut deadline_rx) = tokio::sync::watch::channel(None::<Instant>);
         let notify_state = state.clone();
         let signal = async move {
             signal.await;
-            tracing::info!("shutdown requested; draining in-flight requests");
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutdown requested; draining in-flight requests and tasks"
+            );
+            let _ = deadline_tx.send(Some(Instant::now() + grace));
             notify_state.begin_shutdown();
             let _ = stop_tx.send(true);
         };
@@ -176,9 +188,13 @@ impl Application {
         let serving = async move {
             tokio::join!(signal, server::serve(listener, app, limits, stop_rx));
         };
+        let mut expiry_rx = deadline_rx.clone();
         let grace_expired = async move {
-            let _ = fired_rx.wait_for(|fired| *fired).await;
-            tokio::time::sleep(grace).await;
+            let deadline = expiry_rx.wait_for(Option::is_some).await.ok().and_then(|deadline| *deadline);
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending::<()>().await,
+            }
         };
         tokio::select! {
             _ = serving => {}
@@ -186,7 +202,8 @@ impl Application {
                 tracing::warn!(grace_secs = grace.as_secs(), "requests still in flight after the grace period; closing them");
             }
         }
-        runtime.shutdown(grace).await;
+        let deadline = deadline_rx.borrow_and_update().unwrap_or_else(|| Instant::now() + grace);
+        runtime.shutdown(deadline).await;
         tracing::info!("castwork stopped");
         Ok(())
     }

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod child;
 pub mod intensity;
+pub mod root;
 pub mod slot;
 pub mod strategy;
 pub mod supervisor;

@@ -9,7 +9,7 @@
 //!   before the node serves) and reaches every node sharing the database: each node polls the
 //!   table every `auth.revocation_poll_ms`;
 //! - on Redis, when `cache.redis.url` is set: published on `{key_prefix}:revoked` and applied
-//!   by the other nodes as it arrives (see [`crate::actors::revocations`]); polling still
+//!   by the other nodes as it arrives (see [`crate::auth::sync`]); polling still
 //!   catches what a Redis outage made them miss.
 //!
 //! An entry lives until the last access token its session can have issued has expired: the

@@ -14,8 +14,8 @@ use super::format::CachedValue;
 use super::generations::{Family, Generations};
 use super::reader::L2Reader;
 use super::redis::RedisTier;
+use super::shard::{ShardCounters, ShardMsg, ShardStats};
 use super::shard_of;
-use crate::actors::cache_shard::{ShardCounters, ShardMsg, ShardStats};
 use crate::metrics;
 use crate::supervision::slot::{ActorSlot, AskError};
 

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::format::CachedValue;
 use super::redis::{CacheRedisError, RedisTier};
-use crate::actors::cache_shard::ShardMsg;
+use super::shard::ShardMsg;
 use crate::metrics;
 
 /// Most keys in one `MGET`.

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 pub use self::subscription::{RedisEvent, Subscription};
 use super::format::{self, CachedValue};
-use crate::actors::health::Probe;
+use crate::health::Probe;
 use crate::metrics;
 use crate::supervision::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 

@@ -34,6 +34,18 @@ impl Settings {
                 "must be 0 (derived from the open-file limit) or at most 1000000",
             );
         }
+        if self.server.max_in_flight_requests > 1_000_000 {
+            return bad("server.max_in_flight_requests", "must be 0 (no limit) or at most 1000000");
+        }
+        if self.server.max_queued_requests > 1_000_000 {
+            return bad("server.max_queued_requests", "must be at most 1000000");
+        }
+        if self.server.queue_wait_ms > self.server.request_timeout_secs.saturating_mul(1000) {
+            return bad(
+                "server.queue_wait_ms",
+                "must be at most server.request_timeout_secs (in milliseconds)",
+            );
+        }
         if !(256..=HYPER_MAX_URI_BYTES).contains(&self.server.max_uri_bytes) {
             return bad("server.max_uri_bytes", "must be between 256 and 65534");
         }

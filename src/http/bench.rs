@@ -33,7 +33,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::explore::ListParams;
 use super::extract::{Viewer, parse_query};
-use crate::actors::views::ViewMsg;
+use crate::explore::views::ViewMsg;
 
 /// How long the fred routes keep what they `SET`.
 const FRED_TTL: Duration = Duration::from_secs(600);

@@ -12,9 +12,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiQuery, IfNoneMatch, Viewer};
 use super::openapi::{DatabaseUnavailable, ErrorBody, Internal, Unauthenticated};
-use crate::actors::views::ViewMsg;
 use crate::cache::format::CachedValue;
 use crate::explore::model::{DEFAULT_LIMIT, GroupCount, Item, ItemSummary, Page, SearchHit};
+use crate::explore::views::ViewMsg;
 
 /// A filtered, sorted page of items with a keyset cursor.
 #[utoipa::path(

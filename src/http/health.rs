@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::openapi::{LiveBody, ReadyBody};
-use crate::actors::health::{ComponentHealth, ComponentStatus, HealthMsg, HealthReport};
+use crate::health::{ComponentHealth, ComponentStatus, HealthMsg, HealthReport};
 use crate::supervision::tree::NodeStatus;
 
 /// The node's overall status.

@@ -18,7 +18,6 @@ use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder, response::Response};
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
 use super::{admin, auth, cache, health};
-use crate::actors::health::{ComponentHealth, ComponentStatus};
 use crate::auth::hashing::HashingReport;
 use crate::auth::limiter::LimiterReport;
 use crate::auth::{AuthReport, Principal, Role, TokenPair};
@@ -27,6 +26,7 @@ use crate::explore::model::{
     CategoryCount, GroupCount, Item, ItemInput, ItemPatch, ItemSummary, Page, SearchHit, Sort,
 };
 use crate::explore::warm::WarmReport;
+use crate::health::{ComponentHealth, ComponentStatus};
 use crate::supervision::breaker::{BreakerSnapshot, BreakerState};
 use crate::supervision::supervisor::ChaosAction;
 use crate::supervision::tree::{ActorNode, Failure, FailureKind, NodeStatus};

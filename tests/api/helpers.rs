@@ -55,6 +55,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The node's database, for assertions the API cannot make (outbox rows).
     pub database_url: String,
+    /// Fires the node's shutdown signal (as SIGTERM would).
+    stop: std::sync::Arc<tokio::sync::Notify>,
+    serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     _db: DbGuard,
 }
 
@@ -149,14 +152,28 @@ async fn start_node(
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until(std::future::pending()));
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signal = std::sync::Arc::clone(&stop);
+    let serving = tokio::spawn(async move {
+        app.run_until(async move { signal.notified().await }).await.expect("the node stops cleanly");
+    });
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-    let test_app = TestApp { address, client, database_url, _db: guard };
+    let serving = std::sync::Mutex::new(Some(serving));
+    let test_app = TestApp { address, client, database_url, stop, serving, _db: guard };
     test_app.wait_ready().await;
     test_app
 }
 
 impl TestApp {
+    /// Sends the node its shutdown signal and waits until it has stopped.
+    pub async fn shut_down(&self) {
+        self.stop.notify_one();
+        let serving = self.serving.lock().unwrap().take();
+        if let Some(serving) = serving {
+            serving.await.expect("the node's task ends without panicking");
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -15,6 +15,7 @@ mod cache;
 mod chaos;
 mod config;
 mod degraded;
+mod drain;
 mod edge;
 mod errors;
 mod explore;

@@ -18,8 +18,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
-use crate::explore::ExploreService;
-use crate::explore::view_dedup::{ViewDedup, ViewOutcome};
+use super::ExploreService;
+use super::view_dedup::{ViewDedup, ViewOutcome};
 use crate::metrics;
 use crate::supervision::child::ChaosTarget;
 use crate::supervision::supervisor::chaos_panic;

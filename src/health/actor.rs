@@ -9,54 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use sea_orm::DatabaseConnection;
 use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::probe::Probe;
 use crate::config::HealthSettings;
 use crate::metrics;
 use crate::supervision::breaker::BreakerSnapshot;
 use crate::supervision::child::ChaosTarget;
 use crate::supervision::supervisor::chaos_panic;
 use crate::supervision::tree::ActorStats;
-
-/// A dependency check.
-pub trait Probe: Send + Sync + 'static {
-    /// Component name in `/health`.
-    fn component(&self) -> &'static str;
-    /// Whether the node cannot serve without it (a critical component down makes the node `down`).
-    fn critical(&self) -> bool;
-    /// One check; `Err` carries a short description of what failed.
-    fn check(&self) -> BoxFuture<'static, Result<(), String>>;
-}
-
-/// Pings the shared database.
-pub struct DatabaseProbe {
-    db: DatabaseConnection,
-}
-
-impl DatabaseProbe {
-    /// A probe of this connection pool.
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
-    }
-}
-
-impl Probe for DatabaseProbe {
-    fn component(&self) -> &'static str {
-        "database"
-    }
-    fn critical(&self) -> bool {
-        true
-    }
-    fn check(&self) -> BoxFuture<'static, Result<(), String>> {
-        let db = self.db.clone();
-        Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
-    }
-}
 
 /// A component's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]

@@ -9,10 +9,11 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
-use crate::auth::revocation::{Announcer, CHANNEL, Revocations};
+use super::revocation::{Announcer, CHANNEL, Revocations};
 use crate::cache::redis::{RedisEvent, RedisTier};
+use crate::config::Settings;
 use crate::metrics;
-use crate::supervision::child::ChaosTarget;
+use crate::supervision::child::{ChaosTarget, ChildSpec, StartedChild};
 use crate::supervision::supervisor::chaos_panic;
 use crate::supervision::tree::ActorStats;
 
@@ -155,4 +156,19 @@ impl Announcer for RedisTier {
     fn announce(&self, payload: String) -> futures::future::BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.publish(CHANNEL, &payload).await.map_err(|e| e.to_string()) })
     }
+}
+
+/// The RevocationSync's place in the tree: polls and prunes the deny-list and, with
+/// Redis, applies other nodes' revocations as they are published.
+pub fn child_spec(settings: &Settings, revocations: Arc<Revocations>, redis: Option<RedisTier>) -> ChildSpec {
+    let poll_every = Duration::from_millis(settings.auth.revocation_poll_ms);
+    ChildSpec::new("revocations", "revocation-sync", move |ctx| {
+        let actor = RevocationSync { poll_every, prune_every: PRUNE_EVERY };
+        let args =
+            RevocationArgs { revocations: revocations.clone(), redis: redis.clone(), stats: ctx.stats };
+        async move {
+            let (actor, _handle) = Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
+            Ok(StartedChild::worker(actor))
+        }
+    })
 }

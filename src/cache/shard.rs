@@ -23,10 +23,10 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::cache::format::{self, CachedValue};
-use crate::cache::handle::{LoadError, Loader};
-use crate::cache::reader::{L2Answer, L2Reader, Read};
-use crate::cache::redis::RedisTier;
+use super::format::{self, CachedValue};
+use super::handle::{LoadError, Loader};
+use super::reader::{L2Answer, L2Reader, Read};
+use super::redis::RedisTier;
 use crate::metrics;
 use crate::supervision::child::ChaosTarget;
 use crate::supervision::supervisor::chaos_panic;

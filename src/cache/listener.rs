@@ -9,9 +9,9 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
-use crate::cache::Cache;
-use crate::cache::handle::CHANNEL;
-use crate::cache::redis::RedisEvent;
+use super::Cache;
+use super::handle::CHANNEL;
+use super::redis::RedisEvent;
 use crate::supervision::child::ChaosTarget;
 use crate::supervision::supervisor::chaos_panic;
 use crate::supervision::tree::ActorStats;

@@ -1,0 +1,98 @@
+//! The runtime: assembles a node's actor tree from each concern's `child_spec()`
+//! and the probes each concern registers for its dependencies. It only collects;
+//! every concern owns its actors, its subtree and its probes.
+//!
+//! Adding a concern (the queue, inference, the cluster) is one entry in
+//! [`Runtime::start`]'s list, plus its handle here if handlers reach it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::SpawnErr;
+use sea_orm::DatabaseConnection;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::auth::revocation::Revocations;
+use crate::cache::Cache;
+use crate::cache::redis::RedisProbe;
+use crate::config::Settings;
+use crate::explore::ExploreService;
+use crate::explore::views::ViewMsg;
+use crate::health::probe::DatabaseProbe;
+use crate::health::{HealthMsg, Probe};
+use crate::supervision::root::RootTree;
+use crate::supervision::slot::ActorSlot;
+use crate::supervision::supervisor::{ChaosAction, ChaosError};
+use crate::supervision::tree::ActorNode;
+use crate::{auth, cache, explore, health};
+
+/// What the concerns are built over.
+pub struct Parts {
+    pub db: DatabaseConnection,
+    pub explore: ExploreService,
+    /// `None` when the cache is disabled.
+    pub cache: Option<Cache>,
+    pub revocations: Arc<Revocations>,
+}
+
+/// The running actor tree of one node, and where handlers find its actors.
+pub struct Runtime {
+    tree: RootTree,
+    /// Where handlers find the current HealthActor.
+    pub health: ActorSlot<HealthMsg>,
+    /// Where handlers find the current ViewCounter.
+    pub views: ActorSlot<ViewMsg>,
+}
+
+impl Runtime {
+    /// Starts the root supervisor over every concern's subtree.
+    pub async fn start(settings: &Settings, parts: Parts) -> Result<Self, SpawnErr> {
+        let Parts { db, explore, cache, revocations } = parts;
+        let redis = cache.as_ref().and_then(Cache::l2).cloned();
+        let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe::new(db))];
+        if let Some(l2) = &redis {
+            probes.push(Arc::new(RedisProbe::new(l2.clone())));
+        }
+        let health = ActorSlot::<HealthMsg>::new("health");
+        let views = ActorSlot::<ViewMsg>::new("views");
+        let mut children = vec![
+            health::tree::child_spec(settings, probes, health.clone()),
+            explore::tree::child_spec(settings, explore, views.clone()),
+            auth::sync::child_spec(settings, revocations, redis),
+        ];
+        if let Some(cache) = cache {
+            children.push(cache::tree::child_spec(settings, cache));
+        }
+        let tree = RootTree::start(settings.supervisor("root"), children).await?;
+        Ok(Self { tree, health, views })
+    }
+
+    /// Owns a background task of the node under `name`, so shutdown lets it finish
+    /// (or, past the grace period, aborts it and says so).
+    pub fn track(&self, name: impl Into<String>, task: JoinHandle<()>) {
+        self.tree.track(name, task);
+    }
+
+    /// Deadline for asks to actors.
+    pub fn ask_timeout(&self) -> Duration {
+        self.tree.ask_timeout()
+    }
+
+    /// The live tree from the root down.
+    pub async fn tree(&self) -> ActorNode {
+        self.tree.tree().await
+    }
+
+    /// Applies a chaos action to the named actor anywhere below the root.
+    pub async fn chaos(&self, target: &str, action: ChaosAction) -> Result<(), ChaosError> {
+        self.tree.chaos(target, action).await
+    }
+
+    /// Lets tracked tasks finish until `deadline`, then stops the tree
+    /// children-first (see [`RootTree::shutdown`]).
+    pub async fn shutdown(&self, deadline: Instant) {
+        // the actors get at least a moment to stop cleanly, even past the deadline
+        self.tree.shutdown(deadline, Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,110 @@
+//! [`RootTree`]: the root supervisor of a node and the background tasks it owns;
+//! what the node holds to inspect the tree, inject chaos and shut down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef, SpawnErr};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::child::ChildSpec;
+use super::supervisor::{ChaosAction, ChaosError, Supervisor, SupervisorArgs, SupervisorMsg};
+use super::tree::{ActorNode, ActorStats, NodeStatus};
+
+/// The running actor tree of one node.
+pub struct RootTree {
+    root: ActorRef<SupervisorMsg>,
+    handle: std::sync::Mutex<Option<JoinHandle<()>>>,
+    tasks: std::sync::Mutex<Vec<Tracked>>,
+    stats: Arc<ActorStats>,
+    ask_timeout: Duration,
+}
+
+impl RootTree {
+    /// Starts `root` (the node's root supervisor) over `children`.
+    pub async fn start(root: Supervisor, children: Vec<ChildSpec>) -> Result<Self, SpawnErr> {
+        let ask_timeout = root.ask_timeout;
+        let stats = Arc::new(ActorStats::default());
+        let (root, handle) =
+            Actor::spawn(None, root, SupervisorArgs { children, stats: stats.clone() }).await?;
+        Ok(Self {
+            root,
+            handle: std::sync::Mutex::new(Some(handle)),
+            tasks: std::sync::Mutex::default(),
+            stats,
+            ask_timeout,
+        })
+    }
+
+    /// Owns a background task of the node under `name`, so shutdown lets it
+    /// finish (within the grace period) before it stops the tree.
+    pub fn track(&self, name: impl Into<String>, task: JoinHandle<()>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.task.is_finished());
+        tasks.push(Tracked { name: name.into(), task });
+    }
+
+    /// Deadline for asks to actors.
+    pub fn ask_timeout(&self) -> Duration {
+        self.ask_timeout
+    }
+
+    /// The live tree from the root down.
+    pub async fn tree(&self) -> ActorNode {
+        let (status, children) = match self.root.call(SupervisorMsg::Snapshot, Some(self.ask_timeout)).await {
+            Ok(CallResult::Success(children)) => (NodeStatus::Running, children),
+            _ => (NodeStatus::Unresponsive, Vec::new()),
+        };
+        ActorNode {
+            name: "root".to_owned(),
+            actor_id: Some(self.root.get_id().to_string()),
+            kind: "supervisor".to_owned(),
+            status,
+            restarts: 0,
+            last_failure: None,
+            messages_handled: self.stats.messages(),
+            breaker: None,
+            children,
+        }
+    }
+
+    /// Applies a chaos action to the named actor anywhere below the root.
+    pub async fn chaos(&self, target: &str, action: ChaosAction) -> Result<(), ChaosError> {
+        let request = |reply| SupervisorMsg::Chaos { target: target.to_owned(), action, reply };
+        match self.root.call(request, Some(self.ask_timeout)).await {
+            Ok(CallResult::Success(result)) => result,
+            _ => Err(ChaosError::NotRunning("root".to_owned())),
+        }
+    }
+
+    /// Lets the tracked tasks finish until `deadline`, aborts (and names) those
+    /// still running then, and stops the tree children-first, giving it until
+    /// `deadline` (at least `floor`) before it is killed.
+    pub async fn shutdown(&self, deadline: Instant, floor: Duration) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for Tracked { name, mut task } in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!(task = %name, "background task still running at the shutdown deadline; aborting it");
+                task.abort();
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now()).max(floor);
+        let stopped = self.root.stop_and_wait(Some("shutdown".to_owned()), Some(left)).await;
+        if stopped.is_err() {
+            tracing::warn!("actor tree did not stop within the grace period; killing it");
+            self.root.kill();
+        }
+        let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+}
+
+/// A background task the node owns.
+struct Tracked {
+    name: String,
+    task: JoinHandle<()>,
+}
