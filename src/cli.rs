@@ -112,12 +112,21 @@ impl Cli {
                 let db = db::connect(&settings).await.context("failed to connect to the database")?;
                 db::migrate(&db).await.context("failed to migrate")?;
                 let options = import::ImportOptions { batch_size: batch_size as usize };
-                let summary = import::report::import_path_with_progress(&db, &path, &options)
+                // this process's bus has no subscriber: running servers cannot hear it
+                let changes = crate::explore::change::change_bus();
+                let summary = import::report::import_path_with_progress(&db, &changes, &path, &options)
                     .await
                     // The message already names the file and its cause; keep the chain from repeating them.
                     .map_err(|e| anyhow::anyhow!("{e}"))
                     .context("import failed")?;
-                let text = import::report::render_summary(&path.display().to_string(), &summary);
+                let mut text = import::report::render_summary(&path.display().to_string(), &summary);
+                if summary.inserted + summary.updated > 0 {
+                    tracing::info!(
+                        changed = summary.inserted + summary.updated,
+                        "running servers keep serving cached pages until they expire; flush their cache to show the import now"
+                    );
+                    text.push_str(import::report::CACHE_HINT);
+                }
                 // Rejected lines are reported, not failures: the exit status stays 0.
                 std::io::stdout().lock().write_all(text.as_bytes()).context("failed to write the summary")
             }

@@ -302,6 +302,8 @@ pub struct SupervisionSettings {
     pub backoff_max_ms: u64,
     pub down_retry_secs: u64,
     pub ask_timeout_ms: u64,
+    /// How long a child's start may take before it counts as a failure.
+    pub start_timeout_ms: u64,
 }
 
 /// `[cache]`.
@@ -429,6 +431,10 @@ impl SupervisionSettings {
     pub fn ask_timeout(&self) -> Duration {
         Duration::from_millis(self.ask_timeout_ms)
     }
+    /// Deadline of a child's start function.
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_millis(self.start_timeout_ms)
+    }
 }
 
 impl Settings {
@@ -444,6 +450,7 @@ impl Settings {
             down_retry: sup.down_retry(),
             ask_timeout: sup.ask_timeout(),
             shutdown_timeout: Duration::from_secs(self.server.shutdown_grace_secs),
+            start_timeout: sup.start_timeout(),
         }
     }
 

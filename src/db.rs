@@ -3,7 +3,8 @@
 
 pub mod entities;
 pub mod files;
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
 pub mod testing;
 pub mod unavailable;
 

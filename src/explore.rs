@@ -1,7 +1,9 @@
 //! Explore: the catalogue. [`ExploreService`] answers typed queries
 //! ([`model::ListQuery`], ...) and applies writes with optimistic concurrency,
 //! each write appending its outbox event in the same transaction. Handlers call
-//! the service; they contain no SQL.
+//! the service; they contain no SQL. Every committed change is published as an
+//! [`ItemChange`] on the service's [`ChangeBus`] before the write returns; the
+//! same value is the outbox event's payload.
 //!
 //! | file | what |
 //! |---|---|
@@ -10,6 +12,7 @@
 //! | `cursor.rs` | opaque, tamper-evident keyset cursors |
 //! | `read.rs` | list, detail, categories, trending, search |
 //! | `write.rs` | create, replace, patch, delete |
+//! | `change.rs` | [`ItemChange`]: the change event, in-process and as the versioned outbox payload |
 //! | `trend.rs` | the time-decayed view score |
 //! | `view_dedup.rs` | which views count: one per user and item per window |
 //! | `import.rs` | streaming JSON Lines import (plain or gzip) |
@@ -17,6 +20,7 @@
 //! | `tree.rs` | [`tree::child_spec`]: the ViewCounter under supervision |
 
 pub mod cached;
+pub mod change;
 pub mod cursor;
 pub mod import;
 pub mod model;
@@ -34,6 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::DatabaseConnection;
 
+pub use self::change::{ChangeBus, Families, ItemChange};
 use self::cursor::CursorCodec;
 use self::model::FieldErrors;
 
@@ -66,36 +71,13 @@ pub enum ExploreError {
     Database(#[from] sea_orm::DbErr),
 }
 
-/// What an item belonged to, for invalidating the pages that may show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Families {
-    pub group: String,
-    pub category_code: String,
-    pub tags: Vec<String>,
-}
-
-/// A committed item change: its families before (absent on create) and after (absent on delete).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemChange {
-    pub id: String,
-    pub before: Option<Families>,
-    pub after: Option<Families>,
-}
-
-/// Told of every committed item change before the write returns (so a cache can
-/// give read-your-writes). The same facts are in the outbox event.
-pub trait ChangeSink: Send + Sync {
-    /// Called after the transaction commits.
-    fn changed(&self, change: ItemChange) -> futures::future::BoxFuture<'static, ()>;
-}
-
 /// The catalogue service. Cheap to clone.
 #[derive(Clone)]
 pub struct ExploreService {
     db: DatabaseConnection,
     cursors: Arc<CursorCodec>,
     loads: Arc<AtomicU64>,
-    sink: Arc<std::sync::OnceLock<Arc<dyn ChangeSink>>>,
+    changes: ChangeBus,
 }
 
 impl ExploreService {
@@ -105,19 +87,18 @@ impl ExploreService {
             db,
             cursors: Arc::new(CursorCodec::new(cursor_secret)),
             loads: Arc::default(),
-            sink: Arc::default(),
+            changes: change::change_bus(),
         }
     }
 
-    /// Registers the one [`ChangeSink`] (a second call is ignored).
-    pub fn set_change_sink(&self, sink: Arc<dyn ChangeSink>) {
-        let _ = self.sink.set(sink);
+    /// The bus every committed item change is published on before the write
+    /// returns (the import publishes one batch per transaction). Subscribe here.
+    pub fn changes(&self) -> &ChangeBus {
+        &self.changes
     }
 
     pub(crate) async fn notify(&self, change: ItemChange) {
-        if let Some(sink) = self.sink.get() {
-            sink.changed(change).await;
-        }
+        self.changes.publish(vec![change]).await;
     }
 
     /// The database pool.

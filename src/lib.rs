@@ -1,17 +1,26 @@
 //! castwork: a backend built as a tree of supervised actors.
 //!
 //! # Module map
+//! Folders by concern: each concern owns its actors, its subtree (`tree.rs`,
+//! `child_spec()`) and the probes of its dependencies; [`runtime`] only assembles
+//! them. Imports flow one way: [`http`] → [`runtime`] → concerns ([`explore`] →
+//! [`cache`]; [`auth`] → [`cache::redis`]; [`cache`] → [`health::probe`]) →
+//! [`supervision`], [`db`], [`config`], [`metrics`] (docs/adr/0007-layout-by-concern.md).
+//!
 //! | module | what lives there |
 //! |---|---|
 //! | [`config`] | layered configuration (`config/default.toml` < `config/$CASTWORK_ENV.toml` < `CASTWORK_*`), validation, secrets |
 //! | [`telemetry`] | tracing subscriber and the Prometheus recorder |
 //! | [`metrics`] | every metric name, and the helpers that emit them |
 //! | [`db`] | connection (SQLite default, PostgreSQL), migrations, entities, private data files, which errors mean unavailable |
-//! | [`auth`] | users, argon2id passwords (bounded hashing, strength policy), JWT access tokens, rotating refresh tokens, login slow-down, the revoked-session deny-list |
-//! | [`supervision`] | restart strategies, intensity, backoff, circuit breaker, the generic supervisor, the tree snapshot |
-//! | [`explore`] | the catalogue: typed queries, reads, writes, import, trending, the cached reads |
-//! | [`cache`] | the sharded Explore cache: routing, L2 over Redis, generations, value format |
-//! | [`outbox`] | the transactional outbox written with every item change |
+//! | [`auth`] | users, argon2id passwords (bounded hashing, strength policy), JWT access tokens, rotating refresh tokens, login slow-down, the revoked-session deny-list and the RevocationSync actor |
+//! | [`supervision`] | restart strategies and policies, intensity, backoff, circuit breaker, the generic supervisor (dynamic children, async starts), lifecycle events and the down set, the tree snapshot, [`supervision::root::RootTree`] (the root, tracked tasks, chaos, the draining shutdown) |
+//! | [`events`] | the in-process event bus: inline and buffered subscribers, bounded, isolated from each other |
+//! | [`health`] | the `Probe` trait, the database probe, the HealthActor and its subtree |
+//! | [`explore`] | the catalogue: typed queries, reads, writes, import, trending, the cached reads; the ViewCounter and its subtree; [`explore::ItemChange`] and its bus |
+//! | [`cache`] | the sharded Explore cache: the shard actors, the listener, the L2 reader, its subtree, L2 over Redis and its probe, generations, value format |
+//! | [`runtime`] | [`runtime::Runtime`]: assembles the concerns' subtrees and probes into a node's actor tree |
+//! | [`outbox`] | the transactional outbox written with every item change (payload: [`explore::ItemChange`]) |
 //! | [`http`] | the axum router, one file per API area, the error model |
 //! | [`server`] | the HTTP/1 accept loop: connection cap, header-read and idle timeouts, open-file limit |
 //! | [`startup`] | [`startup::Application`]: build a node, run it, shut it down gracefully |
@@ -26,6 +35,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod explore;
 pub mod health;
 pub mod http;

@@ -21,7 +21,7 @@ pub const ACTOR_DOWN: &str = "castwork_actor_down";
 pub const BREAKER_STATE: &str = "castwork_breaker_state";
 /// Circuit-breaker transitions by breaker, from and to.
 pub const BREAKER_TRANSITIONS_TOTAL: &str = "castwork_breaker_transitions_total";
-/// Calls rejected by an open breaker.
+/// Calls a breaker refused (open, forced open, or half-open with every probe slot taken), by breaker.
 pub const BREAKER_REJECTED_TOTAL: &str = "castwork_breaker_rejected_total";
 /// Database pool connections (all, idle), by state.
 pub const DB_POOL_CONNECTIONS: &str = "castwork_db_pool_connections";
@@ -231,6 +231,34 @@ pub fn import_items(outcome: &'static str, count: u64) {
     metrics::counter!(IMPORT_ITEMS_TOTAL, "outcome" => outcome).increment(count);
 }
 
+/// Events published on an in-process event bus, by bus (`item_changes`).
+pub const EVENTS_PUBLISHED_TOTAL: &str = "castwork_events_published_total";
+/// Inline event subscribers cut off, by bus, subscriber and reason (`panic`, `timeout`).
+pub const EVENTS_SUBSCRIBER_FAILURES_TOTAL: &str = "castwork_events_subscriber_failures_total";
+/// Events a buffered subscriber lost by falling more than the bus's buffer behind, by bus and
+/// subscriber.
+pub const EVENTS_LAGGED_TOTAL: &str = "castwork_events_lagged_total";
+
+/// Counts one published event.
+pub fn events_published(bus: &'static str) {
+    metrics::counter!(EVENTS_PUBLISHED_TOTAL, "bus" => bus).increment(1);
+}
+
+/// Counts one inline subscriber cut off.
+pub fn events_subscriber_failure(bus: &'static str, subscriber: &str, reason: &'static str) {
+    metrics::counter!(
+        EVENTS_SUBSCRIBER_FAILURES_TOTAL,
+        "bus" => bus, "subscriber" => subscriber.to_owned(), "reason" => reason
+    )
+    .increment(1);
+}
+
+/// Counts events lost by a lagging subscriber.
+pub fn events_lagged(bus: &'static str, subscriber: &str, missed: u64) {
+    metrics::counter!(EVENTS_LAGGED_TOTAL, "bus" => bus, "subscriber" => subscriber.to_owned())
+        .increment(missed);
+}
+
 /// Cache lookups by tier (`l1`, `l2`) and outcome (`hit`, `miss`; `bypass` when no shard
 /// could answer and the read went straight to the database).
 pub const CACHE_LOOKUPS_TOTAL: &str = "castwork_cache_lookups_total";
@@ -240,7 +268,7 @@ pub const CACHE_LOOKUPS_TOTAL: &str = "castwork_cache_lookups_total";
 pub const CACHE_BYPASS_TOTAL: &str = "castwork_cache_bypass_total";
 /// Cache misses that joined a load already in flight (single flight).
 pub const CACHE_COALESCED_TOTAL: &str = "castwork_cache_coalesced_total";
-/// L1 entries evicted to stay within the byte budget.
+/// L1 entries evicted to stay within the byte budget, or refused as too heavy for it.
 pub const CACHE_EVICTIONS_TOTAL: &str = "castwork_cache_evictions_total";
 /// Time to fill a miss, by tier (`l2`, `loader`).
 pub const CACHE_FILL_DURATION_SECONDS: &str = "castwork_cache_fill_duration_seconds";
@@ -298,8 +326,9 @@ pub fn cache_l1_size(entries: u64, bytes: u64) {
     metrics::gauge!(CACHE_L1_BYTES).set(bytes as f64);
 }
 
-/// Redis (L2) operations by op (`get`, `set`, `del`, `incr`, `mget`, `publish`, `ping`) and
-/// outcome (`ok`, `miss`, `error`, `timeout`, `rejected`: turned away by the open breaker).
+/// Redis (L2) operations through the breaker, by op (`mget`, `set`, `del`, `incr`, `publish`, and
+/// `ping`: the health probe's trial while the breaker is not closed) and outcome (`ok`, `error`,
+/// `timeout`, `rejected`: turned away by the breaker). The probe's unguarded `PING` is not counted.
 pub const CACHE_REDIS_OPS_TOTAL: &str = "castwork_cache_redis_ops_total";
 /// Redis (L2) operation latency in seconds, by op; calls rejected by the breaker are not timed.
 pub const CACHE_REDIS_DURATION_SECONDS: &str = "castwork_cache_redis_duration_seconds";
@@ -317,7 +346,8 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "castwork_http_connections_open";
 /// Client connections accepted.
 pub const HTTP_CONNECTIONS_ACCEPTED_TOTAL: &str = "castwork_http_connections_accepted_total";
 /// Connections castwork closed before the client did, by reason (`header_timeout`,
-/// `idle_timeout`, `evicted`: closed at the connection cap to admit a newer one).
+/// `idle_timeout`, `evicted`: closed at the connection cap to admit a newer one,
+/// `write_timeout`: the client read nothing for `server.write_timeout_secs`).
 pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "castwork_http_connections_closed_total";
 /// Failed accepts, by kind (`fd_limit`: EMFILE/ENFILE, `peer`: reset before accept, `other`).
 pub const HTTP_ACCEPT_ERRORS_TOTAL: &str = "castwork_http_accept_errors_total";

@@ -1,17 +1,20 @@
 //! The transactional outbox: every item change appends an event in the same
 //! transaction as the change itself, so no change is ever committed without its
-//! event. Nothing relays the table to a broker yet; in-process, the same facts
-//! reach the cache through `explore::ChangeSink` before the write returns.
+//! event. Item events carry an [`ItemChange`](crate::explore::ItemChange) as
+//! their payload (versioned: `"v": 1`), the same value Explore publishes on its
+//! in-process change bus before the write returns; a reader turns a row back into
+//! one with [`ItemChange::from_payload`](crate::explore::ItemChange::from_payload).
+//! Nothing relays the table to a broker yet.
 
 use chrono::Utc;
 use sea_orm::{ActiveValue::NotSet, ConnectionTrait, DbErr, EntityTrait, Set};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::db::entities::outbox;
 
-/// An item was created or changed.
+/// An item was created or changed (payload: an `ItemChange` with `after` set).
 pub const ITEM_CHANGED: &str = "item.changed";
-/// An item was deleted.
+/// An item was deleted (payload: an `ItemChange` with `after` null).
 pub const ITEM_DELETED: &str = "item.deleted";
 
 /// An event to append.
@@ -20,26 +23,6 @@ pub struct OutboxEvent {
     pub event_type: &'static str,
     pub aggregate_id: String,
     pub payload: Value,
-}
-
-impl OutboxEvent {
-    /// `item.changed` for an item now at `version`, with what invalidation needs to know.
-    pub fn item_changed(id: &str, version: i64, category_code: &str, group: &str, tags: &[String]) -> Self {
-        Self {
-            event_type: ITEM_CHANGED,
-            aggregate_id: id.to_owned(),
-            payload: json!({ "id": id, "version": version, "category_code": category_code, "group": group, "tags": tags }),
-        }
-    }
-
-    /// `item.deleted`, with the item's last known families.
-    pub fn item_deleted(id: &str, version: i64, category_code: &str, group: &str, tags: &[String]) -> Self {
-        Self {
-            event_type: ITEM_DELETED,
-            aggregate_id: id.to_owned(),
-            payload: json!({ "id": id, "version": version, "category_code": category_code, "group": group, "tags": tags }),
-        }
-    }
 }
 
 /// Appends events on `conn` (call it with the write's transaction).

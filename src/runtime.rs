@@ -1,6 +1,7 @@
-//! The runtime: assembles a node's actor tree from each concern's `child_spec()`
-//! and the probes each concern registers for its dependencies. It only collects;
-//! every concern owns its actors, its subtree and its probes.
+//! The runtime: assembles a node's actor tree from each concern's `child_spec()`,
+//! and hands the HealthActor a probe per dependency, built here from the probe types
+//! the concerns own (`health::probe::DatabaseProbe`, `cache::redis::RedisProbe`). It
+//! only assembles: every concern owns its actors, its subtree and its probe types.
 //!
 //! Adding a concern (the queue, inference, the cluster) is one entry in
 //! [`Runtime::start`]'s list, plus its handle here if handlers reach it.
@@ -21,6 +22,7 @@ use crate::explore::ExploreService;
 use crate::explore::views::ViewMsg;
 use crate::health::probe::DatabaseProbe;
 use crate::health::{HealthMsg, Probe};
+use crate::supervision::events::LifecycleEvents;
 use crate::supervision::root::RootTree;
 use crate::supervision::slot::ActorSlot;
 use crate::supervision::supervisor::{ChaosAction, ChaosError};
@@ -82,6 +84,17 @@ impl Runtime {
     /// The live tree from the root down.
     pub async fn tree(&self) -> ActorNode {
         self.tree.tree().await
+    }
+
+    /// The names of the actors now down (past their restart intensity), kept
+    /// current by the supervisors' lifecycle events: no mailbox is asked.
+    pub fn actors_down(&self) -> Vec<String> {
+        self.tree.down().down()
+    }
+
+    /// Every supervisor's lifecycle events, for subscribers.
+    pub fn events(&self) -> &Arc<LifecycleEvents> {
+        self.tree.events()
     }
 
     /// Applies a chaos action to the named actor anywhere below the root.

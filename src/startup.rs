@@ -84,8 +84,14 @@ impl Application {
             .map_err(|source| StartupError::Bind { address: address.clone(), source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?.port();
         let explore = ExploreService::new(db.clone(), &cursor_secret(&settings));
+        // the cache subscribes before anything writes, so the sample import below
+        // invalidates pages a previous run may have left in Redis
+        let cache = build_cache(&settings).await?;
+        if let Some(cache) = &cache {
+            CacheSink { cache: cache.clone() }.subscribe(explore.changes());
+        }
         if settings.explore.import_sample_on_start {
-            match import::import_sample_if_empty(&db).await {
+            match import::import_sample_if_empty(&db, explore.changes()).await {
                 Ok(Some(summary)) => {
                     tracing::info!(
                         inserted = summary.inserted,
@@ -98,10 +104,6 @@ impl Application {
                     tracing::warn!(error = %err, "could not import the sample catalogue; Explore starts empty")
                 }
             }
-        }
-        let cache = build_cache(&settings).await?;
-        if let Some(cache) = &cache {
-            explore.set_change_sink(Arc::new(CacheSink { cache: cache.clone() }));
         }
         if let Some(l2) = cache.as_ref().and_then(Cache::l2) {
             auth.revocations().set_announcer(Arc::new(l2.clone()));

@@ -38,7 +38,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Another recorder may already be installed (an embedding program, a test
-        // harness); then this handle renders castwork's view only.
+        // harness); then castwork's metrics go to that one, and this handle's recorder,
+        // never installed, renders none of them.
         let _ = metrics::set_global_recorder(recorder);
         handle
     })

@@ -191,7 +191,7 @@ impl Cache {
             return loader().await.map_err(CacheError::Load);
         };
         let ask = slot
-            .ask(self.inner.ask_timeout, |reply| ShardMsg::Get {
+            .ask_idempotent(self.inner.ask_timeout, |reply| ShardMsg::Get {
                 key: key.clone(),
                 ttl,
                 loader: loader.clone(),
@@ -202,7 +202,7 @@ impl Cache {
             Ok(result) => return result.map_err(CacheError::Load),
             Err(AskError::Timeout(_)) => return Err(CacheError::Timeout),
             Err(AskError::Down(_)) => BypassReason::ShardDown,
-            Err(AskError::Unavailable(_)) => BypassReason::ShardUnavailable,
+            Err(AskError::Unavailable(_) | AskError::Lost(_)) => BypassReason::ShardUnavailable,
         };
         // no shard to ask: serve from the database rather than fail, within bounds
         metrics::cache_lookup("l1", "bypass");
@@ -404,7 +404,7 @@ impl Cache {
         let timeout = self.inner.ask_timeout.min(Duration::from_secs(1));
         let mut out = Vec::with_capacity(self.inner.shards.len());
         for (i, (slot, counters)) in self.inner.shards.iter().zip(&self.inner.counters).enumerate() {
-            let live = slot.ask(timeout, ShardMsg::Stats).await;
+            let live = slot.ask_idempotent(timeout, ShardMsg::Stats).await;
             let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             out.push(ShardReport {
                 shard: i,

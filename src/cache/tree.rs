@@ -34,7 +34,7 @@ pub fn child_spec(settings: &Settings, cache: Cache) -> ChildSpec {
         }
         let supervisor = supervisor.clone();
         async move {
-            let args = SupervisorArgs { children, stats: ctx.stats };
+            let args = SupervisorArgs { children, stats: ctx.stats, events: ctx.events };
             let (actor, _handle) = Actor::spawn_linked(None, supervisor, args, ctx.supervisor).await?;
             Ok(StartedChild::supervisor(actor))
         }

@@ -167,6 +167,9 @@ impl Settings {
         if sup.ask_timeout_ms == 0 {
             return bad("supervision.ask_timeout_ms", "must be at least 1");
         }
+        if sup.start_timeout_ms == 0 {
+            return bad("supervision.start_timeout_ms", "must be at least 1");
+        }
         let cache = &self.cache;
         if !(1..=1024).contains(&cache.shards) {
             return bad("cache.shards", "must be between 1 and 1024");

@@ -1,8 +1,8 @@
 //! [`CachedExplore`]: the Explore reads the HTTP layer serves, through the cache.
 //! Each read has a key built from what it depends on; a miss runs the
 //! [`ExploreService`] query and caches the serialized JSON. Writes go to the
-//! service; its [`ChangeSink`] (here, [`CacheSink`]) invalidates before the write
-//! returns.
+//! service, which publishes each change on its [`ChangeBus`]; [`CacheSink`], an
+//! inline subscriber, invalidates before the write returns.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::model::{ListQuery, Page, Sort};
-use super::{ChangeSink, ExploreError, ExploreService, ItemChange};
+use super::{ChangeBus, ExploreError, ExploreService, ItemChange};
 use crate::cache::format::CachedValue;
 use crate::cache::generations::Family;
 use crate::cache::{Cache, CacheError, LoadError, Loader};
@@ -292,27 +292,47 @@ pub fn list_families(query: &ListQuery) -> Vec<Family> {
     families
 }
 
-/// Invalidates the cache for each committed item change.
+/// Invalidates the cache for committed item changes: an inline subscriber of the
+/// [`ChangeBus`], so a write returns only after its pages are invalidated.
+#[derive(Clone)]
 pub struct CacheSink {
     pub cache: Cache,
 }
 
-impl ChangeSink for CacheSink {
-    fn changed(&self, change: ItemChange) -> BoxFuture<'static, ()> {
-        let cache = self.cache.clone();
-        Box::pin(async move {
-            let mut families = vec![Family::All];
-            for side in [&change.before, &change.after].into_iter().flatten() {
-                families.push(Family::Group(side.group.clone()));
-                families.push(Family::Category(side.category_code.clone()));
-                families.extend(side.tags.iter().cloned().map(Family::Tag));
-            }
-            families.sort();
-            families.dedup();
-            let item_key = cache.stamped_key("item", &[], &change.id).await;
-            cache.invalidate(&families, vec![item_key]).await;
-        })
+impl CacheSink {
+    /// Subscribes to `bus`.
+    pub fn subscribe(self, bus: &ChangeBus) {
+        bus.on_publish("cache", move |changes| {
+            let sink = self.clone();
+            Box::pin(async move { sink.invalidate(&changes).await })
+        });
     }
+
+    /// Bumps every family a change touched, before or after it, and evicts each
+    /// changed item's own page: one invalidation for the whole batch.
+    pub async fn invalidate(&self, changes: &[ItemChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut item_keys = Vec::with_capacity(changes.len());
+        for change in changes {
+            item_keys.push(self.cache.stamped_key("item", &[], &change.id).await);
+        }
+        self.cache.invalidate(&touched_families(changes), item_keys).await;
+    }
+}
+
+/// `All`, and the group, category and tags of every change's both sides, once each.
+pub fn touched_families(changes: &[ItemChange]) -> Vec<Family> {
+    let mut families = vec![Family::All];
+    for side in changes.iter().flat_map(|c| [&c.before, &c.after]).flatten() {
+        families.push(Family::Group(side.group.clone()));
+        families.push(Family::Category(side.category_code.clone()));
+        families.extend(side.tags.iter().cloned().map(Family::Tag));
+    }
+    families.sort();
+    families.dedup();
+    families
 }
 
 #[cfg(test)]
@@ -381,5 +401,35 @@ mod tests {
         let q =
             ListQuery { category: Some("cs.CV".into()), tags: vec!["cs.AI".into()], ..Default::default() };
         assert_eq!(list_families(&q), vec![Family::Category("cs.CV".into()), Family::Tag("cs.AI".into())]);
+    }
+
+    #[test]
+    fn a_move_touches_the_families_it_left_and_entered() {
+        use crate::explore::Families;
+        let side = |group: &str, category: &str, tag: &str| Families {
+            group: group.into(),
+            category_code: category.into(),
+            tags: vec![tag.into()],
+        };
+        let moved = ItemChange {
+            id: "a".into(),
+            version: 2,
+            before: Some(side("cs", "cs.CV", "t1")),
+            after: Some(side("math", "math.CO", "t1")),
+        };
+        let created =
+            ItemChange { id: "b".into(), version: 1, before: None, after: Some(side("cs", "cs.CV", "t2")) };
+        assert_eq!(
+            touched_families(&[moved, created]),
+            vec![
+                Family::All,
+                Family::Group("cs".into()),
+                Family::Group("math".into()),
+                Family::Category("cs.CV".into()),
+                Family::Category("math.CO".into()),
+                Family::Tag("t1".into()),
+                Family::Tag("t2".into()),
+            ]
+        );
     }
 }

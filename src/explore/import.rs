@@ -9,7 +9,13 @@
 //! classified by its [`content_hash`](crate::explore::validate::content_hash):
 //! new items are inserted, changed ones updated (version + 1, views and trend kept),
 //! identical ones left alone, so a re-import writes nothing. Every insert and
-//! update appends an `item.changed` outbox event in the same transaction.
+//! update appends an `item.changed` outbox event in the same transaction, and
+//! after each commit the batch's [`ItemChange`](super::ItemChange)s (an update's
+//! `before` is the row it replaced) are published on the [`ChangeBus`] given, so
+//! an import inside a server invalidates that node's cache. An import in another
+//! process publishes to a bus nobody in the server listens to: the server sees
+//! those changes through the outbox relay (not yet built) or when its cached
+//! pages expire.
 //!
 //! A bad line (invalid JSON, a missing or invalid field, no id) is reported as
 //! [`Rejected`] with its line number and skipped; blank lines are skipped silently.
@@ -30,6 +36,7 @@ use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QuerySelect};
 use serde::{Serialize, Serializer};
 use tokio::sync::mpsc;
 
+use super::ChangeBus;
 use crate::db::entities::item;
 
 /// The sample catalogue embedded in the binary: 2,000 arXiv papers across all 8
@@ -122,6 +129,7 @@ pub enum ImportError {
 /// blocking thread, hence `'static`.
 pub async fn import_reader<R>(
     db: &DatabaseConnection,
+    changes: &ChangeBus,
     reader: R,
     options: &ImportOptions,
     progress: &dyn ImportProgress,
@@ -129,12 +137,13 @@ pub async fn import_reader<R>(
 where
     R: BufRead + Send + 'static,
 {
-    run(db, reader, options, progress, "input").await
+    run(db, changes, reader, options, progress, "input").await
 }
 
 /// Imports the JSON Lines file (plain or gzip) at `path`.
 pub async fn import_path(
     db: &DatabaseConnection,
+    changes: &ChangeBus,
     path: &Path,
     options: &ImportOptions,
     progress: &dyn ImportProgress,
@@ -142,24 +151,28 @@ pub async fn import_path(
     let label = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|source| ImportError::Io { path: label.clone(), source })?;
     let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-    run(db, reader, options, progress, &label).await
+    run(db, changes, reader, options, progress, &label).await
 }
 
 /// When `items` is empty, imports the embedded [`SAMPLE_CATALOG`] and returns what
 /// it did; otherwise does nothing and returns `None`.
-pub async fn import_sample_if_empty(db: &DatabaseConnection) -> Result<Option<ImportSummary>, ImportError> {
+pub async fn import_sample_if_empty(
+    db: &DatabaseConnection,
+    changes: &ChangeBus,
+) -> Result<Option<ImportSummary>, ImportError> {
     let any: Option<String> =
         item::Entity::find().select_only().column(item::Column::Id).limit(1).into_tuple().one(db).await?;
     if any.is_some() {
         return Ok(None);
     }
-    let summary = run(db, SAMPLE_CATALOG, &ImportOptions::default(), &(), "embedded sample").await?;
+    let summary = run(db, changes, SAMPLE_CATALOG, &ImportOptions::default(), &(), "embedded sample").await?;
     Ok(Some(summary))
 }
 
 #[tracing::instrument(skip_all, fields(source = %label, batch_size = options.batch_size))]
 async fn run<R>(
     db: &DatabaseConnection,
+    changes: &ChangeBus,
     reader: R,
     options: &ImportOptions,
     progress: &dyn ImportProgress,
@@ -179,7 +192,12 @@ where
     while let Some(batch) = rx.recv().await {
         let parse::Batch { items, rejected, lines_read, bytes_read } = batch;
         let outcome = match store::write_batch(db, items).await {
-            Ok(outcome) => outcome,
+            Ok((outcome, committed)) => {
+                if !committed.is_empty() {
+                    changes.publish(committed).await;
+                }
+                outcome
+            }
             Err(error) => {
                 failure = Some(error);
                 break;

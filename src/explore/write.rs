@@ -1,5 +1,6 @@
 //! Item writes: create, replace, patch, delete (each with its outbox event in the
-//! same transaction, each conditional on the version the client last saw), and
+//! same transaction, each conditional on the version the client last saw, each
+//! publishing its [`ItemChange`] on the change bus after the commit), and
 //! the batched view counts behind trending.
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use super::trend;
 use super::validate::{content_hash, merge_patch, same_content, validate_input};
 use super::{ExploreError, ExploreService, Families, ItemChange};
 use crate::db::entities::{item, item_tag};
-use crate::outbox::{self, OutboxEvent};
+use crate::outbox;
 
 /// Converts a stored row into the API's item.
 pub fn item_from_model(model: item::Model) -> Item {
@@ -127,12 +128,17 @@ impl ExploreService {
             });
         }
         replace_tags(&txn, &id, &input.tags).await?;
-        let event = OutboxEvent::item_changed(&id, 1, &input.category_code, &input.group, &input.tags);
-        outbox::append(&txn, vec![event]).await?;
         let created = current(&txn, &id).await?.ok_or_else(|| ExploreError::NotFound(id.clone()))?;
-        txn.commit().await?;
         let item = item_from_model(created);
-        self.notify(ItemChange { id: item.id.clone(), before: None, after: Some(families_of(&item)) }).await;
+        let change = ItemChange {
+            id: id.clone(),
+            version: item.version,
+            before: None,
+            after: Some(families_of(&item)),
+        };
+        outbox::append(&txn, vec![change.to_outbox_event()]).await?;
+        txn.commit().await?;
+        self.notify(change).await;
         Ok(item)
     }
 
@@ -210,13 +216,18 @@ impl ExploreService {
             });
         }
         replace_tags(&txn, id, &input.tags).await?;
-        let event = OutboxEvent::item_changed(id, version, &input.category_code, &input.group, &input.tags);
-        outbox::append(&txn, vec![event]).await?;
         let fresh = current(&txn, id).await?.ok_or_else(|| ExploreError::NotFound(id.to_owned()))?;
-        txn.commit().await?;
         let item = item_from_model(fresh);
-        let before = Some(families_of(&before));
-        self.notify(ItemChange { id: id.to_owned(), before, after: Some(families_of(&item)) }).await;
+        // `before` is the row this transaction read; the version filter made it the one replaced
+        let change = ItemChange {
+            id: id.to_owned(),
+            version,
+            before: Some(families_of(&before)),
+            after: Some(families_of(&item)),
+        };
+        outbox::append(&txn, vec![change.to_outbox_event()]).await?;
+        txn.commit().await?;
+        self.notify(change).await;
         Ok(item)
     }
 
@@ -237,12 +248,16 @@ impl ExploreService {
         // item_tags go with the item (ON DELETE CASCADE); delete explicitly too, for SQLite
         // connections opened without foreign keys
         item_tag::Entity::delete_many().filter(item_tag::Column::ItemId.eq(id)).exec(&txn).await?;
-        let tags = tags_from_json(&old.tags);
-        let event = OutboxEvent::item_deleted(id, old.version, &old.category_code, &old.group_name, &tags);
-        outbox::append(&txn, vec![event]).await?;
+        let before = Families {
+            tags: tags_from_json(&old.tags),
+            group: old.group_name,
+            category_code: old.category_code,
+        };
+        let change =
+            ItemChange { id: id.to_owned(), version: old.version, before: Some(before), after: None };
+        outbox::append(&txn, vec![change.to_outbox_event()]).await?;
         txn.commit().await?;
-        let before = Families { group: old.group_name, category_code: old.category_code, tags };
-        self.notify(ItemChange { id: id.to_owned(), before: Some(before), after: None }).await;
+        self.notify(change).await;
         Ok(())
     }
 

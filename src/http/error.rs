@@ -257,6 +257,7 @@ impl From<AskError> for ApiError {
             AskError::Unavailable(_) => "actor_unavailable",
             AskError::Timeout(_) => "actor_timeout",
             AskError::Down(_) => "actor_down",
+            AskError::Lost(_) => "actor_lost",
         };
         Self::Unavailable { code, message: err.to_string(), retry_after: Duration::from_secs(1) }
     }
@@ -313,7 +314,9 @@ mod tests {
     fn statuses_and_codes() {
         assert_eq!(ApiError::from(AuthError::Expired).status(), StatusCode::UNAUTHORIZED);
         assert_eq!(ApiError::from(AuthError::Expired).code(), "token_expired");
-        let e = ApiError::from(AskError::Timeout("health"));
+        let lost = ApiError::from(AskError::Lost("views".into()));
+        assert_eq!((lost.status(), lost.code()), (StatusCode::SERVICE_UNAVAILABLE, "actor_lost"));
+        let e = ApiError::from(AskError::Timeout("health".into()));
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         let r = e.into_response();
         assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "1");

@@ -12,7 +12,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::openapi::{LiveBody, ReadyBody};
 use crate::health::{ComponentHealth, ComponentStatus, HealthMsg, HealthReport};
-use crate::supervision::tree::NodeStatus;
 
 /// The node's overall status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -103,7 +102,7 @@ async fn probed(state: &AppState) -> BTreeMap<String, ComponentHealth> {
     let health = &state.runtime().health;
     // health answers fast or says why not: never wait out a long restart backoff here
     let deadline = state.runtime().ask_timeout().min(std::time::Duration::from_secs(1));
-    match health.ask(deadline, HealthMsg::Report).await {
+    match health.ask_idempotent(deadline, HealthMsg::Report).await {
         Ok(HealthReport { components }) => components,
         Err(err) => {
             // the monitor itself is missing: say so rather than guess about the rest
@@ -171,9 +170,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 #[tracing::instrument(skip_all)]
 pub async fn health(State(state): State<AppState>) -> Response {
     let components = report(&state).await;
-    let tree = state.runtime().tree().await;
-    let actors_down: Vec<String> =
-        tree.walk().into_iter().filter(|n| n.status == NodeStatus::Down).map(|n| n.name.clone()).collect();
+    // kept current by the supervisors' lifecycle events: a public route never walks mailboxes
+    let actors_down = state.runtime().actors_down();
     let status = overall(&components, actors_down.len());
     let body = HealthBody {
         status,

@@ -10,6 +10,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::child::ChildSpec;
+use super::events::{DownSet, LifecycleEvents};
+use super::handle::SupervisorHandle;
 use super::supervisor::{ChaosAction, ChaosError, Supervisor, SupervisorArgs, SupervisorMsg};
 use super::tree::{ActorNode, ActorStats, NodeStatus};
 
@@ -20,6 +22,10 @@ pub struct RootTree {
     tasks: std::sync::Mutex<Vec<Tracked>>,
     stats: Arc<ActorStats>,
     ask_timeout: Duration,
+    /// Every supervisor's lifecycle events.
+    events: Arc<LifecycleEvents>,
+    /// The actors now down, kept current from `events`.
+    down: DownSet,
 }
 
 impl RootTree {
@@ -27,14 +33,18 @@ impl RootTree {
     pub async fn start(root: Supervisor, children: Vec<ChildSpec>) -> Result<Self, SpawnErr> {
         let ask_timeout = root.ask_timeout;
         let stats = Arc::new(ActorStats::default());
-        let (root, handle) =
-            Actor::spawn(None, root, SupervisorArgs { children, stats: stats.clone() }).await?;
+        let events = LifecycleEvents::new();
+        let down = DownSet::attach(&events);
+        let args = SupervisorArgs { children, stats: stats.clone(), events: events.clone() };
+        let (root, handle) = Actor::spawn(None, root, args).await?;
         Ok(Self {
             root,
             handle: std::sync::Mutex::new(Some(handle)),
             tasks: std::sync::Mutex::default(),
             stats,
             ask_timeout,
+            events,
+            down,
         })
     }
 
@@ -46,6 +56,16 @@ impl RootTree {
         tasks.push(Tracked { name: name.into(), task });
     }
 
+    /// Every supervisor's lifecycle events, for subscribers (the dashboard, the cluster).
+    pub fn events(&self) -> &Arc<LifecycleEvents> {
+        &self.events
+    }
+
+    /// The actors now down (past their restart intensity), without asking any mailbox.
+    pub fn down(&self) -> &DownSet {
+        &self.down
+    }
+
     /// Deadline for asks to actors.
     pub fn ask_timeout(&self) -> Duration {
         self.ask_timeout
@@ -53,10 +73,11 @@ impl RootTree {
 
     /// The live tree from the root down.
     pub async fn tree(&self) -> ActorNode {
-        let (status, children) = match self.root.call(SupervisorMsg::Snapshot, Some(self.ask_timeout)).await {
-            Ok(CallResult::Success(children)) => (NodeStatus::Running, children),
-            _ => (NodeStatus::Unresponsive, Vec::new()),
-        };
+        let (status, children) =
+            match SupervisorHandle::from(self.root.clone()).snapshot(self.ask_timeout).await {
+                Ok(children) => (NodeStatus::Running, children),
+                Err(_) => (NodeStatus::Unresponsive, Vec::new()),
+            };
         ActorNode {
             name: "root".to_owned(),
             actor_id: Some(self.root.get_id().to_string()),

@@ -32,12 +32,17 @@ impl ActorStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
+    /// Its start function is running (within `supervision.start_timeout_ms`).
+    Starting,
     /// Started and processing messages.
     Running,
     /// Failed; a restart is scheduled after backoff.
     Restarting,
     /// Past its restart intensity: not restarted (until `down_retry`, if set).
     Down,
+    /// Ended and, by its restart policy, left stopped (a transient child that
+    /// stopped cleanly, a temporary child).
+    Stopped,
     /// Did not answer a snapshot request in time.
     Unresponsive,
 }
@@ -52,8 +57,10 @@ pub enum FailureKind {
     Killed,
     /// Stopped without being asked to by its supervisor.
     Stopped,
-    /// Could not be started.
+    /// Could not be started: its start function returned an error.
     StartFailed,
+    /// Its start function did not finish within the start deadline.
+    StartTimedOut,
 }
 
 impl FailureKind {
@@ -64,7 +71,14 @@ impl FailureKind {
             Self::Killed => "killed",
             Self::Stopped => "stopped",
             Self::StartFailed => "start_failed",
+            Self::StartTimedOut => "start_timeout",
         }
+    }
+
+    /// Whether this is an abnormal end: anything but a clean stop. A transient
+    /// child is restarted only after an abnormal end.
+    pub fn is_abnormal(self) -> bool {
+        self != Self::Stopped
     }
 }
 
@@ -150,9 +164,11 @@ impl ActorNode {
 
 fn serde_plain(status: &NodeStatus) -> &'static str {
     match status {
+        NodeStatus::Starting => "starting",
         NodeStatus::Running => "running",
         NodeStatus::Restarting => "restarting",
         NodeStatus::Down => "down",
+        NodeStatus::Stopped => "stopped",
         NodeStatus::Unresponsive => "unresponsive",
     }
 }

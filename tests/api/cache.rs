@@ -239,3 +239,87 @@ async fn flush_and_warm() {
     let (status, _) = app.get_json("/api/v1/admin/cache", Some(&viewer)).await;
     assert_eq!(status, 403);
 }
+
+async fn patch_category(app: &TestApp, token: &str, id: &str, version: i64, category: &str) -> u16 {
+    app.client
+        .patch(app.url(&format!("/api/v1/items/{}", encode(id))))
+        .bearer_auth(token)
+        .header("if-match", format!("\"{version}\""))
+        .json(&json!({ "category_code": category, "tags": [category] }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_an_item_invalidates_the_category_it_left() {
+    let prefix = redis_prefix();
+    let _keys = crate::helpers::RedisKeys(prefix.clone());
+    let app = spawn_app_with(Backend::Sqlite, with_redis(&prefix)).await;
+    let editor = app.user_token("mover", "editor").await;
+    let admin = app.admin_token().await;
+    create(&app, &editor, &item("moving-1", "cs.CV", "Moves")).await;
+    create(&app, &editor, &item("staying-1", "cs.CV", "Stays")).await;
+    let old_category = "/api/v1/explore/items?category=cs.CV";
+    let old_tag = "/api/v1/explore/items?tag=cs.CV";
+    let new_category = "/api/v1/explore/items?category=math.CO";
+    for path in [old_category, old_tag, new_category] {
+        app.get_json(path, Some(&editor)).await;
+    }
+    let loads = db_loads(&app, &admin).await;
+    let (_, page) = app.get_json(old_category, Some(&editor)).await;
+    assert_eq!(db_loads(&app, &admin).await, loads, "the old category's page is cached");
+    assert!(ids(&page).contains(&"moving-1".to_owned()));
+
+    assert_eq!(patch_category(&app, &editor, "moving-1", 1, "math.CO").await, 200);
+    // at once, not after the list TTL: the write returned after the invalidation
+    let (_, page) = app.get_json(old_category, Some(&editor)).await;
+    assert_eq!(ids(&page), ["staying-1"], "the item left the old category's page");
+    let (_, page) = app.get_json(old_tag, Some(&editor)).await;
+    assert_eq!(ids(&page), ["staying-1"], "and its old tag's page");
+    let (_, page) = app.get_json(new_category, Some(&editor)).await;
+    assert_eq!(ids(&page), ["moving-1"], "and appears on the new one");
+}
+
+/// Keys under `pattern` in the test Redis (through `redis-cli`, as `RedisKeys` does).
+fn redis_keys(pattern: &str) -> Vec<String> {
+    let listed = std::process::Command::new("redis-cli")
+        .args(["-u", &redis_url(), "--scan", "--pattern", pattern])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_up_import_invalidates_pages_cached_before_it() {
+    let prefix = redis_prefix();
+    let _keys = crate::helpers::RedisKeys(prefix.clone());
+    let first = spawn_app_with(Backend::Sqlite, with_redis(&prefix)).await;
+    let admin = first.admin_token().await;
+    let list = "/api/v1/explore/items?category=cs.CV";
+    let (status, page) = first.get_json(list, Some(&admin)).await;
+    assert_eq!((status, ids(&page).len()), (200, 0), "an empty catalogue");
+    // the empty page reaches Redis, where the next node to start would find it
+    let pattern = format!("{prefix}:list:*");
+    let stored =
+        poll_until(Duration::from_secs(5), || async { (!redis_keys(&pattern).is_empty()).then_some(()) });
+    assert!(stored.await.is_some(), "the list page is in Redis");
+    first.shut_down().await;
+
+    // a node on the same (still empty) database imports the sample as it starts
+    let second = spawn_peer(&first, |s| {
+        with_redis(&prefix)(s);
+        s.explore.import_sample_on_start = true;
+    })
+    .await;
+    let admin = second.admin_token().await;
+    let (status, page) = second.get_json(list, Some(&admin)).await;
+    assert_eq!(status, 200);
+    assert!(!ids(&page).is_empty(), "the imported cs.CV items show at once, not after the list TTL");
+}

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use castwork::db::testing::TestDatabase;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -171,10 +172,8 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_idle_connections_and_returns_without_waiting_for_the_grace() {
-    let dir = std::env::temp_dir().join(format!("castwork-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.join("castwork.db").display());
-    let mut settings = test_settings(&dir, &url);
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let mut settings = test_settings(&database.dir, &database.url);
     settings.server.shutdown_grace_secs = 30;
     let app = castwork::startup::Application::build(settings).await.unwrap();
     let address = format!("127.0.0.1:{}", app.port());
@@ -194,7 +193,7 @@ async fn shutdown_closes_idle_connections_and_returns_without_waiting_for_the_gr
     assert_eq!(idle.read(&mut buf).await.unwrap_or(0), 0);
     assert_eq!(still_open(std::slice::from_ref(&silent)), 0);
     assert!(TcpStream::connect(&address).await.is_err(), "still accepting after shutdown");
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(database);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

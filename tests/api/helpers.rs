@@ -6,39 +6,12 @@ use std::time::Duration;
 use castwork::config::{Environment, Secret, Settings};
 use castwork::startup::Application;
 use figment::providers::Serialized;
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::Database;
 use serde_json::Value;
 use tokio::time::Instant;
 
-/// Which database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Runs a test body once per backend: `both!(name_of_async_fn_taking_backend)`.
-#[macro_export]
-macro_rules! both {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name($crate::helpers::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name($crate::helpers::Backend::Postgres).await
-            }
-        }
-    };
-}
-
-/// The PostgreSQL server tests create their databases on.
-pub fn pg_admin_url() -> String {
-    std::env::var("CASTWORK_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
+pub use castwork::db::testing::{Backend, pg_admin_url, redis_address, redis_prefix, redis_url};
+use castwork::db::testing::{TestDatabase, temp_dir};
 
 pub const ADMIN_PASSWORD: &str = "bootstrap-admin-password";
 
@@ -58,33 +31,17 @@ pub struct TestApp {
     /// Fires the node's shutdown signal (as SIGTERM would).
     stop: std::sync::Arc<tokio::sync::Notify>,
     serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    _db: DbGuard,
+    _database: Option<TestDatabase>,
+    _dir: Option<TempDir>,
 }
 
-struct DbGuard {
-    temp_dir: PathBuf,
-    pg_database: Option<String>,
-}
+/// Removes a node's own directory when dropped (a peer's: the first node's
+/// [`TestDatabase`] removes its own).
+struct TempDir(PathBuf);
 
-impl Drop for DbGuard {
+impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.temp_dir);
-        if let Some(name) = self.pg_database.take() {
-            // drop on a separate thread: Drop cannot await, and the test's runtime is busy ending
-            let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                    return;
-                };
-                rt.block_on(async move {
-                    if let Ok(db) = Database::connect(pg_admin_url()).await {
-                        let _ = db
-                            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -110,45 +67,26 @@ pub async fn spawn_app() -> TestApp {
 
 /// A node on `backend`, with `tweak` applied to its settings before it starts.
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let temp_dir = std::env::temp_dir().join(format!("castwork-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&temp_dir).expect("temp dir");
-    let (url, pg_database) = match backend {
-        Backend::Sqlite => (format!("sqlite://{}?mode=rwc", temp_dir.join("castwork.db").display()), None),
-        Backend::Postgres => {
-            let name = format!("castwork_test_{}", uuid::Uuid::new_v4().simple());
-            let admin = Database::connect(pg_admin_url()).await.expect("PostgreSQL is reachable");
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                .await
-                .expect("create test database");
-            let base = pg_admin_url();
-            let url = match base.rsplit_once('/') {
-                Some((server, _)) => format!("{server}/{name}"),
-                None => panic!("bad CASTWORK_TEST_PG_URL"),
-            };
-            (url, Some(name))
-        }
-    };
-    let guard = DbGuard { temp_dir: temp_dir.clone(), pg_database };
-    start_node(url, temp_dir, guard, tweak).await
+    let database = TestDatabase::create(backend).await;
+    let (url, dir) = (database.url.clone(), database.dir.clone());
+    start_node(url, dir, Some(database), None, tweak).await
 }
 
 /// A second node on `first`'s database (a cluster of two sharing one database).
 pub async fn spawn_peer(first: &TestApp, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let temp_dir = std::env::temp_dir().join(format!("castwork-test-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&temp_dir).expect("temp dir");
-    let guard = DbGuard { temp_dir: temp_dir.clone(), pg_database: None };
-    start_node(first.database_url.clone(), temp_dir, guard, tweak).await
+    let dir = temp_dir();
+    start_node(first.database_url.clone(), dir.clone(), None, Some(TempDir(dir)), tweak).await
 }
 
 async fn start_node(
     url: String,
-    temp_dir: PathBuf,
-    guard: DbGuard,
+    data_dir: PathBuf,
+    database: Option<TestDatabase>,
+    dir: Option<TempDir>,
     tweak: impl FnOnce(&mut Settings),
 ) -> TestApp {
     let database_url = url.clone();
-    let mut settings = test_settings(&temp_dir, &url);
+    let mut settings = test_settings(&data_dir, &url);
     tweak(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -159,7 +97,7 @@ async fn start_node(
     });
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let serving = std::sync::Mutex::new(Some(serving));
-    let test_app = TestApp { address, client, database_url, stop, serving, _db: guard };
+    let test_app = TestApp { address, client, database_url, stop, serving, _database: database, _dir: dir };
     test_app.wait_ready().await;
     test_app
 }
@@ -338,16 +276,6 @@ impl TestApp {
 /// A node with the embedded sample catalogue imported.
 pub async fn spawn_app_with_sample(backend: Backend) -> TestApp {
     spawn_app_with(backend, |s| s.explore.import_sample_on_start = true).await
-}
-
-/// The machine's Redis (shared: tests use their own key prefix and never flush it).
-pub fn redis_url() -> String {
-    std::env::var("CASTWORK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
-
-/// A unique key prefix for one test.
-pub fn redis_prefix() -> String {
-    format!("castwork-test-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Percent-encodes a path segment (item ids may contain `/`).

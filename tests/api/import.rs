@@ -44,9 +44,11 @@ fn the_whole_catalogue_imports_and_reimports_as_a_no_op() {
     let first = import(&dir);
     assert_eq!(count(&first, "inserted"), 45_898, "{first}");
     assert_eq!(count(&first, "rejected"), 0, "{first}");
+    assert!(first.contains("\nnote: running castwork servers do not hear"), "the cache hint: {first}");
     let second = import(&dir);
     assert_eq!(count(&second, "inserted"), 0, "{second}");
     assert_eq!(count(&second, "updated"), 0, "{second}");
     assert_eq!(count(&second, "unchanged"), 45_898, "{second}");
+    assert!(!second.contains("note:"), "nothing changed, no hint: {second}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,6 +8,8 @@
 //! database per test (a temp SQLite file or a UUID-named PostgreSQL database).
 
 mod helpers;
+/// Runs a test once per backend (`castwork::db::testing`).
+pub(crate) use castwork::on_both_backends as both;
 mod support;
 
 mod auth;
@@ -15,6 +17,7 @@ mod cache;
 mod chaos;
 mod config;
 mod degraded;
+mod docs;
 mod drain;
 mod edge;
 mod errors;

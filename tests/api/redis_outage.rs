@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, poll_until, redis_prefix, redis_url, spawn_app_with, spawn_peer};
+use crate::helpers::{
+    Backend, TestApp, poll_until, redis_address, redis_prefix, redis_url, spawn_app_with, spawn_peer,
+};
 use crate::support::proxy::Proxy;
 
 async fn statuses(app: &TestApp, token: &str, paths: &[String]) -> Vec<u16> {
@@ -28,7 +30,8 @@ async fn hits_l2(app: &TestApp, token: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explore_survives_a_redis_outage_and_uses_l2_again_after() {
-    let proxy = Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let proxy =
+        Proxy::start(redis_address().parse().expect("CASTWORK_TEST_REDIS_URL names an IP address")).await;
     let prefix = redis_prefix();
     let _keys = crate::helpers::RedisKeys(prefix.clone());
     let url = format!("redis://{}", proxy.addr());

@@ -1,4 +1,5 @@
-//! Tests against the machine's real Redis (127.0.0.1:6379). Each test uses a
+//! Tests against the machine's real Redis (`CASTWORK_TEST_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`: [`crate::db::testing`]). Each test uses a
 //! random key prefix and deletes its keys at the end, even when it fails.
 
 use std::net::SocketAddr;
@@ -16,7 +17,6 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::*;
 use crate::supervision::breaker::BreakerState;
 
-const URL: &str = "redis://127.0.0.1:6379";
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn settings(url: &str, prefix: &str) -> RedisSettings {
@@ -30,13 +30,11 @@ fn settings(url: &str, prefix: &str) -> RedisSettings {
     }
 }
 
-fn random_prefix() -> String {
-    format!("castwork-test-{}", uuid::Uuid::new_v4().simple())
-}
+use crate::db::testing::{redis_address, redis_prefix as random_prefix, redis_url};
 
 /// A plain client for looking under the tier (raw values, PTTL, cleanup).
 async fn raw() -> Client {
-    let client = Client::new(Config::from_url(URL).unwrap(), None, None, None);
+    let client = Client::new(Config::from_url(&redis_url()).unwrap(), None, None, None);
     client.init().await.unwrap();
     client
 }
@@ -72,7 +70,7 @@ where
     Fut: Future<Output = ()>,
 {
     let prefix = random_prefix();
-    let tier = RedisTier::connect(settings(URL, &prefix)).await.unwrap();
+    let tier = RedisTier::connect(settings(&redis_url(), &prefix)).await.unwrap();
     let raw = raw().await;
     assert!(tier.wait_connected(DEADLINE).await, "the pool did not connect");
     let outcome = AssertUnwindSafe(body(tier, raw.clone())).catch_unwind().await;
@@ -289,7 +287,7 @@ fn redis_errors_map_to_tier_errors() {
 async fn bad_settings_are_rejected_and_the_url_never_printed() {
     let bad = RedisTier::connect(settings("not a url", "p")).await;
     assert!(matches!(bad, Err(CacheRedisError::InvalidConfig(_))), "{bad:?}");
-    let mut empty = settings(URL, "p");
+    let mut empty = settings(&redis_url(), "p");
     empty.pool_size = 0;
     assert!(matches!(RedisTier::connect(empty).await, Err(CacheRedisError::InvalidConfig(_))));
     let secret = settings("redis://:hunter2@127.0.0.1:6379", "p");
@@ -324,7 +322,7 @@ impl Cutter {
                 let stalled = s.clone();
                 let delay = Duration::from_millis(d.load(Ordering::SeqCst));
                 conns.lock().unwrap().spawn(async move {
-                    let Ok(upstream) = TcpStream::connect("127.0.0.1:6379").await else { return };
+                    let Ok(upstream) = TcpStream::connect(redis_address()).await else { return };
                     let (cr, cw) = client.into_split();
                     let (ur, uw) = upstream.into_split();
                     tokio::join!(pipe(cr, uw, stalled.clone(), delay), pipe(ur, cw, stalled, delay));

@@ -11,9 +11,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sea_orm::DatabaseConnection;
 
 use super::{ImportError, ImportOptions, ImportProgress, ImportSummary, import_path};
+use crate::explore::ChangeBus;
 
 /// Rejected lines listed in the summary text.
 pub const LISTED_IN_SUMMARY: usize = 20;
+
+/// Appended to the summary when the import changed items: running servers cannot
+/// hear this process's changes.
+pub const CACHE_HINT: &str = "note: running castwork servers do not hear this process's changes: their cached \
+pages show the import once they expire (cache.*_ttl_secs); to show it now, flush their cache \
+(DELETE /api/v1/admin/cache)\n";
 
 /// How often [`LogProgress`] logs.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -21,17 +28,18 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 /// Imports the file at `path`, showing progress on stderr.
 pub async fn import_path_with_progress(
     db: &DatabaseConnection,
+    changes: &ChangeBus,
     path: &Path,
     options: &ImportOptions,
 ) -> Result<ImportSummary, ImportError> {
     let total_bytes = std::fs::metadata(path).ok().map(|m| m.len());
     if std::io::stderr().is_terminal() {
         let progress = BarProgress::new(total_bytes);
-        let result = import_path(db, path, options, &progress).await;
+        let result = import_path(db, changes, path, options, &progress).await;
         progress.bar.finish_and_clear();
         result
     } else {
-        import_path(db, path, options, &LogProgress::new(total_bytes)).await
+        import_path(db, changes, path, options, &LogProgress::new(total_bytes)).await
     }
 }
 

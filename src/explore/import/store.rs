@@ -1,6 +1,7 @@
 //! The writing half of the import: one transaction per batch that classifies each
 //! item by its content hash and inserts, updates or leaves it, keeping `item_tags`
-//! and the outbox in step.
+//! and the outbox in step, and returns the [`ItemChange`]s it committed (an update's
+//! `before` is the row it replaced) for the caller to publish.
 
 use std::collections::HashMap;
 
@@ -16,7 +17,9 @@ use serde_json::Value;
 use super::parse::Parsed;
 use crate::db::entities::{item, item_tag};
 use crate::explore::trend::NEVER_VIEWED;
-use crate::outbox::{self, OutboxEvent};
+use crate::explore::write::tags_from_json;
+use crate::explore::{Families, ItemChange};
+use crate::outbox;
 
 // Rows per multi-row statement, so that no statement binds more than SQLite's 32,766
 // variables (PostgreSQL allows 65,535): items bind 15 values a row, item_tags 2,
@@ -34,10 +37,21 @@ pub(super) struct Outcome {
     pub unchanged: u64,
 }
 
-/// Writes one batch (whose ids are distinct) in one transaction.
-pub(super) async fn write_batch(db: &DatabaseConnection, items: Vec<Parsed>) -> Result<Outcome, DbErr> {
+/// What an existing row is, as far as the import cares.
+struct Existing {
+    hash: String,
+    version: i64,
+    families: Families,
+}
+
+/// Writes one batch (whose ids are distinct) in one transaction; returns what it
+/// did and the changes it committed (none for unchanged items).
+pub(super) async fn write_batch(
+    db: &DatabaseConnection,
+    items: Vec<Parsed>,
+) -> Result<(Outcome, Vec<ItemChange>), DbErr> {
     if items.is_empty() {
-        return Ok(Outcome::default());
+        return Ok((Outcome::default(), Vec::new()));
     }
     // SQLite: take the write lock up front, so the read below cannot go stale before the writes.
     let options = TransactionOptions {
@@ -45,38 +59,42 @@ pub(super) async fn write_batch(db: &DatabaseConnection, items: Vec<Parsed>) -> 
         ..TransactionOptions::default()
     };
     let txn = db.begin_with_options(options).await?;
-    let existing = current_versions(&txn, &items).await?;
+    let mut existing = current_rows(&txn, &items).await?;
 
     let mut outcome = Outcome::default();
     let mut inserts = Vec::new();
     let mut updates = Vec::new();
+    let mut changes = Vec::new();
     for item in items {
-        match existing.get(&item.id) {
-            None => inserts.push(item),
-            Some((hash, _)) if *hash == item.hash => outcome.unchanged += 1,
-            Some((_, version)) => updates.push((item, version + 1)),
+        let after = Some(Families {
+            group: item.input.group.clone(),
+            category_code: item.input.category_code.clone(),
+            tags: item.input.tags.clone(),
+        });
+        match existing.remove(&item.id) {
+            None => {
+                changes.push(ItemChange { id: item.id.clone(), version: 1, before: None, after });
+                inserts.push(item);
+            }
+            Some(row) if row.hash == item.hash => outcome.unchanged += 1,
+            Some(row) => {
+                let version = row.version + 1;
+                changes.push(ItemChange { id: item.id.clone(), version, before: Some(row.families), after });
+                updates.push(item);
+            }
         }
     }
     outcome.inserted = inserts.len() as u64;
     outcome.updated = updates.len() as u64;
-    if inserts.is_empty() && updates.is_empty() {
+    if changes.is_empty() {
         txn.commit().await?;
-        return Ok(outcome);
+        return Ok((outcome, changes));
     }
 
     let now = Utc::now();
-    let mut events = Vec::with_capacity(inserts.len() + updates.len());
     let mut tags = Vec::new();
-    let changed = inserts.iter().map(|item| (item, 1)).chain(updates.iter().map(|(item, v)| (item, *v)));
-    for (item, version) in changed {
+    for item in inserts.iter().chain(&updates) {
         let input = &item.input;
-        events.push(OutboxEvent::item_changed(
-            &item.id,
-            version,
-            &input.category_code,
-            &input.group,
-            &input.tags,
-        ));
         tags.extend(
             input
                 .tags
@@ -86,10 +104,10 @@ pub(super) async fn write_batch(db: &DatabaseConnection, items: Vec<Parsed>) -> 
     }
 
     for chunk in updates.chunks(IDS) {
-        let ids = chunk.iter().map(|(item, _)| item.id.as_str());
+        let ids = chunk.iter().map(|item| item.id.as_str());
         item_tag::Entity::delete_many().filter(item_tag::Column::ItemId.is_in(ids)).exec(&txn).await?;
     }
-    for (item, _) in updates {
+    for item in updates {
         update_item(&txn, item, now).await?;
     }
     let mut rows = inserts.into_iter().map(|item| new_item(item, now)).peekable();
@@ -100,21 +118,20 @@ pub(super) async fn write_batch(db: &DatabaseConnection, items: Vec<Parsed>) -> 
     while tags.peek().is_some() {
         item_tag::Entity::insert_many(tags.by_ref().take(TAG_ROWS)).exec_without_returning(&txn).await?;
     }
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
-        outbox::append(&txn, events.by_ref().take(EVENT_ROWS).collect()).await?;
+    for chunk in changes.chunks(EVENT_ROWS) {
+        outbox::append(&txn, chunk.iter().map(ItemChange::to_outbox_event).collect()).await?;
     }
     txn.commit().await?;
-    Ok(outcome)
+    Ok((outcome, changes))
 }
 
-/// `id → (content_hash, version)` of the batch's items that already exist. On
-/// PostgreSQL the rows stay locked until the batch commits, so a concurrent API
-/// write cannot slip between this read and the update.
-async fn current_versions(
+/// The batch's items that already exist, by id. On PostgreSQL the rows stay locked
+/// until the batch commits, so a concurrent API write cannot slip between this read
+/// and the update (and the `before` families read here are the ones replaced).
+async fn current_rows(
     txn: &DatabaseTransaction,
     items: &[Parsed],
-) -> Result<HashMap<String, (String, i64)>, DbErr> {
+) -> Result<HashMap<String, Existing>, DbErr> {
     let lock = txn.get_database_backend() == DbBackend::Postgres;
     let mut found = HashMap::new();
     for chunk in items.chunks(IDS) {
@@ -123,12 +140,18 @@ async fn current_versions(
             .column(item::Column::Id)
             .column(item::Column::ContentHash)
             .column(item::Column::Version)
+            .column(item::Column::GroupName)
+            .column(item::Column::CategoryCode)
+            .column(item::Column::Tags)
             .filter(item::Column::Id.is_in(chunk.iter().map(|item| item.id.as_str())));
         if lock {
             query = query.lock_exclusive();
         }
-        let rows: Vec<(String, String, i64)> = query.into_tuple().all(txn).await?;
-        found.extend(rows.into_iter().map(|(id, hash, version)| (id, (hash, version))));
+        let rows: Vec<(String, String, i64, String, String, Value)> = query.into_tuple().all(txn).await?;
+        found.extend(rows.into_iter().map(|(id, hash, version, group, category_code, tags)| {
+            let families = Families { group, category_code, tags: tags_from_json(&tags) };
+            (id, Existing { hash, version, families })
+        }));
     }
     Ok(found)
 }

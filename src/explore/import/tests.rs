@@ -5,14 +5,19 @@ use std::path::PathBuf;
 
 use migration::MigratorTrait;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, Database, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, Statement,
 };
 
 use super::*;
 use crate::db::entities::{item_tag, outbox};
-use crate::db::testing::TempSqlite;
+use crate::db::testing::{Backend, TempSqlite, TestDatabase};
 use crate::explore::trend::NEVER_VIEWED;
+
+/// A change bus nobody listens to.
+fn bus() -> crate::explore::ChangeBus {
+    crate::explore::change::change_bus()
+}
 
 /// The shared fixture, with the import helpers below.
 struct TestDb(TempSqlite);
@@ -37,7 +42,7 @@ impl TestDb {
 
     async fn import(&self, text: &str, batch_size: usize) -> ImportSummary {
         let options = ImportOptions { batch_size };
-        import_reader(&self.db, std::io::Cursor::new(text.to_owned().into_bytes()), &options, &())
+        import_reader(&self.db, &bus(), std::io::Cursor::new(text.to_owned().into_bytes()), &options, &())
             .await
             .unwrap()
     }
@@ -116,8 +121,58 @@ async fn a_good_file_imports_with_tags_and_events() {
     assert_eq!(events.len(), 40);
     assert!(events.iter().all(|e| e.event_type == crate::outbox::ITEM_CHANGED && e.published_at.is_none()));
     assert_eq!(events[0].aggregate_id, id_of(&lines[0]));
-    assert_eq!(events[0].payload["version"], 1);
-    assert!(events[0].payload["tags"].is_array());
+    let first = crate::explore::ItemChange::from_payload(&events[0].payload).unwrap();
+    assert_eq!((first.version, first.before), (1, None), "an insert has no before");
+    let after = first.after.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(after.category_code, json["category_code"].as_str().unwrap());
+    assert_eq!(serde_json::json!(after.tags), json["tags"]);
+}
+
+#[tokio::test]
+async fn each_committed_batch_is_published_with_before_and_after() {
+    let test = TestDb::new().await;
+    let lines = sample_lines(5);
+    let bus = bus();
+    let published = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = published.clone();
+    bus.on_publish("test", move |batch| {
+        sink.lock().unwrap().push(batch.as_ref().clone());
+        Box::pin(async {})
+    });
+    let import = |text: String| {
+        let (db, bus) = (test.db.clone(), bus.clone());
+        async move {
+            let options = ImportOptions { batch_size: 3 };
+            import_reader(&db, &bus, std::io::Cursor::new(text.into_bytes()), &options, &()).await.unwrap()
+        }
+    };
+    import(lines.join("\n")).await;
+    let batches = std::mem::take(&mut *published.lock().unwrap());
+    assert_eq!(
+        batches.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 2],
+        "one publication per transaction"
+    );
+    assert!(batches.iter().flatten().all(|c| c.before.is_none() && c.after.is_some() && c.version == 1));
+
+    // move the first item to another category; leave the rest unchanged
+    let old: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let mut changed = lines.clone();
+    changed[0] = with_field(&lines[0], "category_code", "zz.MOVED".into());
+    import(changed.join("\n")).await;
+    let batches = std::mem::take(&mut *published.lock().unwrap());
+    assert_eq!(batches.len(), 1, "a batch with nothing changed publishes nothing");
+    let [change] = batches[0].as_slice() else { panic!("one change: {batches:?}") };
+    assert_eq!((change.id.as_str(), change.version), (id_of(&lines[0]).as_str(), 2));
+    let before = change.before.as_ref().unwrap();
+    assert_eq!(before.category_code, old["category_code"].as_str().unwrap(), "before is the replaced row");
+    assert_eq!(before.group, old["group"].as_str().unwrap());
+    assert_eq!(serde_json::json!(before.tags), old["tags"]);
+    assert_eq!(change.after.as_ref().unwrap().category_code, "zz.MOVED");
+    // the outbox holds the same change
+    let last = test.outbox().await.pop().unwrap();
+    assert_eq!(crate::explore::ItemChange::from_payload(&last.payload).unwrap(), *change);
 }
 
 #[tokio::test]
@@ -160,7 +215,7 @@ async fn a_changed_line_updates_one_item() {
     assert_eq!(events.len(), 21, "exactly one new event");
     let last = &events[20];
     assert_eq!((last.aggregate_id.as_str(), &last.payload["version"]), (id.as_str(), &serde_json::json!(2)));
-    assert_eq!(last.payload["tags"], serde_json::json!(["math.CO", "cs.DM"]));
+    assert_eq!(last.payload["after"]["tags"], serde_json::json!(["math.CO", "cs.DM"]));
 }
 
 #[tokio::test]
@@ -199,11 +254,11 @@ async fn gzip_and_plain_files_import_alike() {
     let text = lines.join("\n") + "\n";
     let plain = TestDb::new().await;
     let path = plain.file("catalog.jsonl", text.as_bytes());
-    let from_plain = import_path(&plain.db, &path, &ImportOptions::default(), &()).await.unwrap();
+    let from_plain = import_path(&plain.db, &bus(), &path, &ImportOptions::default(), &()).await.unwrap();
     let zipped = TestDb::new().await;
     // A misleading name: gzip is recognised by its magic bytes.
     let path = zipped.file("catalog.jsonl", &gzip(&text));
-    let from_gzip = import_path(&zipped.db, &path, &ImportOptions::default(), &()).await.unwrap();
+    let from_gzip = import_path(&zipped.db, &bus(), &path, &ImportOptions::default(), &()).await.unwrap();
     assert_eq!((from_plain.inserted, from_plain.lines), (25, 25));
     assert_eq!((from_gzip.inserted, from_gzip.lines), (25, 25));
     for line in &lines {
@@ -231,10 +286,10 @@ async fn a_repeated_id_is_applied_in_order_whatever_the_batch_size() {
 #[tokio::test]
 async fn the_sample_is_imported_only_into_an_empty_catalogue() {
     let test = TestDb::new().await;
-    let summary = import_sample_if_empty(&test.db).await.unwrap().unwrap();
+    let summary = import_sample_if_empty(&test.db, &bus()).await.unwrap().unwrap();
     assert_eq!((summary.inserted, summary.rejected_count, summary.lines), (2000, 0, 2000));
     assert_eq!(test.count("SELECT COUNT(DISTINCT group_name) FROM items").await, 8);
-    assert!(import_sample_if_empty(&test.db).await.unwrap().is_none());
+    assert!(import_sample_if_empty(&test.db, &bus()).await.unwrap().is_none());
     assert_eq!(test.outbox().await.len(), 2000);
 }
 
@@ -291,13 +346,13 @@ async fn the_migration_goes_down_and_up_again() {
 async fn read_failures_are_io_errors() {
     let test = TestDb::new().await;
     let missing = test.dir.join("missing.jsonl");
-    let err = import_path(&test.db, &missing, &ImportOptions::default(), &()).await.unwrap_err();
+    let err = import_path(&test.db, &bus(), &missing, &ImportOptions::default(), &()).await.unwrap_err();
     assert!(matches!(&err, ImportError::Io { path, .. } if path.ends_with("missing.jsonl")), "{err}");
     // A gzip stream cut short fails after the batches before the cut are committed.
     let text = sample_lines(60).join("\n");
     let zipped = gzip(&text);
     let path = test.file("cut.jsonl.gz", &zipped[..zipped.len() / 2]);
-    let err = import_path(&test.db, &path, &ImportOptions { batch_size: 5 }, &()).await.unwrap_err();
+    let err = import_path(&test.db, &bus(), &path, &ImportOptions { batch_size: 5 }, &()).await.unwrap_err();
     assert!(matches!(err, ImportError::Io { .. }), "{err}");
     assert!(item::Entity::find().count(&test.db).await.unwrap() > 0);
     let mut rest = String::new();
@@ -309,43 +364,30 @@ async fn read_failures_are_io_errors() {
 /// The same import on PostgreSQL (a fresh database, dropped afterwards).
 #[tokio::test]
 async fn postgres_imports_and_searches() {
-    let admin_url = std::env::var("CASTWORK_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("castwork_import_{}", uuid::Uuid::new_v4().simple());
-    let admin = Database::connect(admin_url.as_str()).await.expect("PostgreSQL is reachable");
-    admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
-    let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-    let result = async move {
-        let db = Database::connect(url.as_str()).await.unwrap();
-        migration::Migrator::up(&db, None).await.unwrap();
-        let lines = sample_lines(50);
-        let text = lines.join("\n");
-        let options = ImportOptions { batch_size: 20 };
-        let first = import_reader(&db, std::io::Cursor::new(text.clone()), &options, &()).await.unwrap();
-        assert_eq!(first.inserted, 50);
-        let again = import_reader(&db, std::io::Cursor::new(text), &options, &()).await.unwrap();
-        assert_eq!((again.unchanged, again.updated), (50, 0));
-        let changed = with_field(&lines[0], "title", "Zyxwvut networks".into());
-        let third = import_reader(&db, std::io::Cursor::new(changed), &options, &()).await.unwrap();
-        assert_eq!(third.updated, 1);
-        let row = item::Entity::find_by_id(id_of(&lines[0])).one(&db).await.unwrap().unwrap();
-        assert_eq!((row.version, row.tags.is_array()), (2, true));
-        let sql = "SELECT COUNT(*) FROM items WHERE search @@ to_tsquery('english', 'zyxwvut & network')";
-        let hits: i64 = db
-            .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get_by_index(0)
-            .unwrap();
-        assert_eq!(hits, 1);
-        assert_eq!(outbox::Entity::find().count(&db).await.unwrap(), 51);
-        migration::Migrator::down(&db, Some(1)).await.unwrap();
-        db.close().await.unwrap();
-    };
-    let outcome = tokio::spawn(result).await;
-    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await.unwrap();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
+    let (database, db) = TestDatabase::migrated(Backend::Postgres).await;
+    let lines = sample_lines(50);
+    let text = lines.join("\n");
+    let options = ImportOptions { batch_size: 20 };
+    let first = import_reader(&db, &bus(), std::io::Cursor::new(text.clone()), &options, &()).await.unwrap();
+    assert_eq!(first.inserted, 50);
+    let again = import_reader(&db, &bus(), std::io::Cursor::new(text), &options, &()).await.unwrap();
+    assert_eq!((again.unchanged, again.updated), (50, 0));
+    let changed = with_field(&lines[0], "title", "Zyxwvut networks".into());
+    let third = import_reader(&db, &bus(), std::io::Cursor::new(changed), &options, &()).await.unwrap();
+    assert_eq!(third.updated, 1);
+    let row = item::Entity::find_by_id(id_of(&lines[0])).one(&db).await.unwrap().unwrap();
+    assert_eq!((row.version, row.tags.is_array()), (2, true));
+    let sql = "SELECT COUNT(*) FROM items WHERE search @@ to_tsquery('english', 'zyxwvut & network')";
+    let hits: i64 = db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap();
+    assert_eq!(hits, 1);
+    assert_eq!(outbox::Entity::find().count(&db).await.unwrap(), 51);
+    migration::Migrator::down(&db, Some(1)).await.unwrap();
+    db.close().await.unwrap();
+    drop(database);
 }

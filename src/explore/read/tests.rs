@@ -1,5 +1,5 @@
 //! The read side against real databases: every case runs on a fresh SQLite file and
-//! on a fresh PostgreSQL database (`CASTWORK_TEST_PG_URL`, default
+//! on a fresh PostgreSQL database (`crate::db::testing`: `CASTWORK_TEST_PG_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), both migrated, with fixture rows
 //! written through the entities as the write path does.
 
@@ -394,25 +394,8 @@ async fn stored_timestamps_sort_as_text(test: TestDb) {
     assert_eq!((text.as_str(), kind.as_str()), ("2024-01-08T12:00:00.500+00:00", "text"));
 }
 
-macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {
-        $(
-            mod $case {
-                #[tokio::test]
-                async fn sqlite() {
-                    super::$case(super::setup(super::Backend::Sqlite).await).await;
-                }
-
-                #[tokio::test]
-                async fn postgres() {
-                    super::$case(super::setup(super::Backend::Postgres).await).await;
-                }
-            }
-        )*
-    };
-}
-
-on_both!(
+crate::on_both_backends!(
+    setup =>
     filters,
     new_keyset_walk,
     walk_survives_inserts,

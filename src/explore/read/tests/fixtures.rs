@@ -1,87 +1,29 @@
-//! The fixture corpus and a fresh, migrated database per test (SQLite file or
-//! PostgreSQL database), removed again when the test ends.
+//! The fixture corpus over a fresh, migrated database per test (the shared
+//! [`TestDatabase`]: a SQLite file or a PostgreSQL database, removed when the test ends).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use chrono::{DateTime, TimeZone, Utc};
-use migration::MigratorTrait;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, Database, DatabaseConnection, EntityTrait};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 
 use crate::db::entities::{item, item_tag};
 use crate::explore::ExploreService;
 use crate::explore::model::ListQuery;
 
-pub(super) fn pg_admin_url() -> String {
-    std::env::var("CASTWORK_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Which engine a case runs on.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum Backend {
-    Sqlite,
-    Postgres,
-}
+pub(super) use crate::db::testing::Backend;
+use crate::db::testing::TestDatabase;
 
 /// A service over a fresh database holding [`fixtures`].
 pub(super) struct TestDb {
     pub(super) service: ExploreService,
     pub(super) backend: Backend,
-    _guard: Guard,
-}
-
-/// Removes the test's database when dropped.
-pub(super) struct Guard {
-    dir: Option<PathBuf>,
-    pg_database: Option<String>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(dir) = self.dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        if let Some(name) = self.pg_database.take() {
-            // Drop cannot await and the test's runtime is ending: use a thread of our own.
-            let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                    return;
-                };
-                rt.block_on(async move {
-                    if let Ok(db) = Database::connect(pg_admin_url()).await {
-                        let _ = db
-                            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
+    _database: TestDatabase,
 }
 
 pub(super) async fn setup(backend: Backend) -> TestDb {
-    let (url, dir, pg_database) = match backend {
-        Backend::Sqlite => {
-            let dir = std::env::temp_dir().join(format!("castwork-readtest-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).unwrap();
-            (format!("sqlite://{}?mode=rwc", dir.join("x.db").display()), Some(dir), None)
-        }
-        Backend::Postgres => {
-            let name = format!("castwork_readtest_{}", uuid::Uuid::new_v4().simple());
-            let admin = Database::connect(pg_admin_url()).await.expect("PostgreSQL is reachable");
-            admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
-            let admin_url = pg_admin_url();
-            let (server, _) = admin_url.rsplit_once('/').unwrap();
-            (format!("{server}/{name}"), None, Some(name))
-        }
-    };
-    // The guard exists before anything can fail, so the database is always removed.
-    let guard = Guard { dir, pg_database };
-    let db = Database::connect(url).await.unwrap();
-    migration::Migrator::up(&db, None).await.unwrap();
-    let test = TestDb { service: ExploreService::new(db, b"read-tests-secret"), backend, _guard: guard };
+    let (database, db) = TestDatabase::migrated(backend).await;
+    let test =
+        TestDb { service: ExploreService::new(db, b"read-tests-secret"), backend, _database: database };
     for fixture in fixtures() {
         insert(test.db(), &fixture).await;
     }
