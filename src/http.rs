@@ -25,13 +25,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request, StatusCode};
-use axum::routing::{get, post, put};
 use sea_orm::DatabaseConnection;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AuthService;
 use crate::config::Settings;
@@ -110,36 +112,49 @@ impl AppState {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole API.
+/// Every route of the API with its OpenAPI operation, declared once: the
+/// router ([`router`]) and the document ([`openapi::document`], served at
+/// `GET /api/openapi.json`) are both built from it. `routes!` adds a handler's
+/// route and its `#[utoipa::path]` operation together, one path per call; a
+/// plain `.route(...)` would serve a path the document does not describe
+/// (`tests/api/openapi.rs` fails on that).
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::health))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(openapi::openapi))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(explore::list))
+        .routes(routes!(explore::item))
+        .routes(routes!(explore::categories))
+        .routes(routes!(explore::trending))
+        .routes(routes!(explore::search))
+        .routes(routes!(items::create))
+        .routes(routes!(items::replace, items::patch, items::delete))
+        .routes(routes!(admin::create_user))
+        .routes(routes!(admin::auth_report))
+        .routes(routes!(admin::revoke_sessions))
+        .routes(routes!(cache::report, cache::flush))
+        .routes(routes!(cache::warm))
+        .routes(routes!(admin::actors))
+        .routes(routes!(admin::chaos))
+}
+
+/// The whole API: the routes of [`api`] (its document half is the one
+/// [`openapi::document`] serves) with the middleware around them.
 pub fn router(state: AppState) -> Router {
     let settings = state.settings().clone();
-    let routes = Router::new()
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/health", get(health::health))
-        .route("/metrics", get(ops::metrics))
-        .route("/api/openapi.json", get(openapi::openapi))
-        .route("/api/v1/auth/login", post(auth::login))
-        .route("/api/v1/auth/refresh", post(auth::refresh))
-        .route("/api/v1/auth/logout", post(auth::logout))
-        .route("/api/v1/auth/me", get(auth::me))
-        .route("/api/v1/explore/items", get(explore::list))
-        .route("/api/v1/explore/items/{id}", get(explore::item))
-        .route("/api/v1/explore/categories", get(explore::categories))
-        .route("/api/v1/explore/trending", get(explore::trending))
-        .route("/api/v1/explore/search", get(explore::search))
-        .route("/api/v1/items", post(items::create))
-        .route("/api/v1/items/{id}", put(items::replace).patch(items::patch).delete(items::delete))
-        .route("/api/v1/admin/users", post(admin::create_user))
-        .route("/api/v1/admin/auth", get(admin::auth_report))
-        .route("/api/v1/admin/users/{username}/revoke-sessions", post(admin::revoke_sessions))
-        .route("/api/v1/admin/cache", get(cache::report).delete(cache::flush))
-        .route("/api/v1/admin/cache/warm", post(cache::warm))
-        .route("/api/v1/admin/actors", get(admin::actors))
-        .route("/api/v1/admin/chaos", post(admin::chaos));
+    // the document half is the one `openapi::document` serves, built by the same `api()`
+    let (routes, _document) = api().split_for_parts();
+    // benchmark-only routes are served, but not described
     #[cfg(feature = "bench-routes")]
     let routes = routes.merge(bench::routes());
-    let api = routes
+    let routed = routes
         .fallback(middleware::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate))
         .layer(TimeoutLayer::with_status_code(
@@ -164,19 +179,20 @@ pub fn router(state: AppState) -> Router {
     };
     let proxies = client_addr::TrustedProxies::from_settings(&settings.server);
 
-    api.layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(request_span))
-            // inside the trace layer, so the span it records `client` in is the request's
-            .layer(axum::middleware::from_fn_with_state(proxies, client_addr::resolve))
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(axum::middleware::from_fn(middleware::json_errors))
-            .layer(DefaultBodyLimit::max(settings.server.body_limit_bytes)),
-    )
-    // past the concurrency limit: a fast 503, before any per-request work
-    .layer(shed::ShedLayer::new(shed::ShedLimits::from_settings(&settings.server)))
-    // outermost: limits answered before anything is logged, and a bad incoming
-    // request id dropped before it is logged or echoed
-    .layer(edge::EdgeLayer::new(edge::EdgeLimits::from_settings(&settings.server), REQUEST_ID))
+    routed
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                // inside the trace layer, so the span it records `client` in is the request's
+                .layer(axum::middleware::from_fn_with_state(proxies, client_addr::resolve))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(axum::middleware::from_fn(middleware::json_errors))
+                .layer(DefaultBodyLimit::max(settings.server.body_limit_bytes)),
+        )
+        // past the concurrency limit: a fast 503, before any per-request work
+        .layer(shed::ShedLayer::new(shed::ShedLimits::from_settings(&settings.server)))
+        // outermost: limits answered before anything is logged, and a bad incoming
+        // request id dropped before it is logged or echoed
+        .layer(edge::EdgeLayer::new(edge::EdgeLimits::from_settings(&settings.server), REQUEST_ID))
 }

@@ -144,6 +144,12 @@ impl Application {
         self.port
     }
 
+    /// The router this node serves ([`Self::run_until`] serves this one), for
+    /// tests that inspect its routes.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
     /// Serves until SIGINT or SIGTERM.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         self.run_until(shutdown_signal()).await
@@ -157,6 +163,7 @@ impl Application {
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
+        let app = self.router();
         let Self { listener, port, state, runtime } = self;
         let grace = Duration::from_secs(state.settings().server.shutdown_grace_secs);
         let limits = ServeLimits::from_settings(state.settings());
@@ -173,7 +180,6 @@ impl Application {
             notify_state.begin_shutdown();
             let _ = stop_tx.send(true);
         };
-        let app = http::router(state);
         tracing::info!(
             port,
             max_connections = limits.max_connections,

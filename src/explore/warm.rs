@@ -11,7 +11,7 @@ use super::cached::CachedExplore;
 use super::model::{DEFAULT_LIMIT, GroupCount, ItemSummary, ListQuery, Page};
 
 /// What a warming run did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct WarmReport {
     /// List, trending and categories pages loaded.
     pub pages: u64,
@@ -19,7 +19,9 @@ pub struct WarmReport {
     pub items: u64,
     /// Reads that failed (logged; warming goes on).
     pub errors: u64,
+    /// How long the run took, in seconds.
     #[serde(serialize_with = "as_secs")]
+    #[schema(value_type = f64, example = 0.42)]
     pub elapsed: Duration,
 }
 

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Admin, ApiJson, ApiQuery};
+use super::extract::{Admin, ApiJson, ApiQuery, query_params};
 use super::openapi::{
     CreatedUser, DatabaseUnavailable, ErrorBody, Forbidden, Internal, InvalidBody, MalformedJson,
     PayloadTooLarge, Unauthenticated, UnsupportedMediaType,
@@ -29,6 +29,8 @@ pub struct TreeQuery {
     #[serde(default)]
     pub format: TreeFormat,
 }
+
+query_params!(TreeQuery);
 
 /// Output format of the actor tree.
 #[derive(Deserialize, Default, Clone, Copy, ToSchema)]

@@ -31,8 +31,8 @@ use tokio::sync::OnceCell;
 
 use super::AppState;
 use super::error::ApiError;
-use super::explore::list_query;
-use super::extract::Viewer;
+use super::explore::ListParams;
+use super::extract::{Viewer, parse_query};
 use crate::explore::views::ViewMsg;
 
 /// How long the fred routes keep what they `SET`.
@@ -102,7 +102,10 @@ async fn load(state: &AppState, kind: Kind, key: &str) -> Result<Bytes, ApiError
             Some(item) => serde_json::to_vec(&item),
             None => return Err(ApiError::NotFound(format!("no item with id '{key}'"))),
         },
-        Kind::List => serde_json::to_vec(&service.list(&list_query(Some(key))?).await?),
+        Kind::List => {
+            let query = parse_query::<ListParams>(Some(key))?.into();
+            serde_json::to_vec(&service.list(&query).await?)
+        }
         Kind::Search => {
             let (mut q, mut limit, mut cursor) = (String::new(), 20, None);
             for (name, value) in url::form_urlencoded::parse(key.as_bytes()) {

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Admin;
+use super::openapi::{ErrorBody, Forbidden, Unauthenticated};
 use crate::cache::bypass::BypassStats;
 use crate::cache::handle::ShardReport;
 use crate::explore::warm::{WarmReport, warm as run_warm};
@@ -20,7 +21,7 @@ pub struct CacheReport {
     pub enabled: bool,
     /// Whether Redis is configured as L2.
     pub l2: bool,
-    #[schema(value_type = Option<Object>)]
+    /// The Redis breaker; `null` without L2.
     pub breaker: Option<BreakerSnapshot>,
     /// Explore reads that reached the database since start (all paths).
     pub db_loads: u64,
@@ -28,6 +29,9 @@ pub struct CacheReport {
     pub shards_down: usize,
     /// Reads that bypassed the cache since start because their shard could not answer.
     pub bypass: BypassStats,
+    /// Per shard: `shard`, `available`, `entries`, `bytes`, `in_flight` (loads running),
+    /// `hits_l1`, `hits_l2`, `misses`, `loads`, `coalesced` (waiters on another's load),
+    /// `refreshes`, `evictions` and `load_errors`.
     #[schema(value_type = Vec<Object>)]
     pub shards: Vec<ShardReport>,
 }
@@ -37,9 +41,20 @@ fn disabled() -> ApiError {
 }
 
 /// Per shard: entries, bytes, hits and misses per tier, loads, coalesced waiters, in-flight loads.
-#[utoipa::path(get, path = "/api/v1/admin/cache", operation_id = "cacheReport", tag = "admin",
-    responses((status = 200, body = CacheReport), (status = 401), (status = 403), (status = 404)),
-    security(("bearer" = [])))]
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/cache",
+    operation_id = "cacheReport",
+    tag = "admin",
+    responses(
+        (status = 200, description = "This node's cache: per shard numbers, the Redis breaker, database loads \
+            and bypassed reads. With `cache.enabled = false`, `enabled` is `false` and `shards` empty.",
+            body = CacheReport),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
 pub async fn report(State(state): State<AppState>, caller: Admin) -> Json<CacheReport> {
     let explore = state.explore();
@@ -69,9 +84,20 @@ pub async fn report(State(state): State<AppState>, caller: Admin) -> Json<CacheR
 }
 
 /// Flushes L1 on every node and makes every L2 entry unreachable.
-#[utoipa::path(delete, path = "/api/v1/admin/cache", operation_id = "cacheFlush", tag = "admin",
-    responses((status = 204), (status = 401), (status = 403), (status = 404)),
-    security(("bearer" = [])))]
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/cache",
+    operation_id = "cacheFlush",
+    tag = "admin",
+    responses(
+        (status = 204, description = "Flushed: L1 of every node, and every Redis entry made unreachable."),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "The cache is disabled (`cache.enabled = false`) (`not_found`).",
+            body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
 pub async fn flush(State(state): State<AppState>, caller: Admin) -> Result<StatusCode, ApiError> {
     let cache = state.explore().cache().ok_or_else(disabled)?;
@@ -80,9 +106,20 @@ pub async fn flush(State(state): State<AppState>, caller: Admin) -> Result<Statu
 }
 
 /// Warms the first pages of every group and category, trending and the most viewed items.
-#[utoipa::path(post, path = "/api/v1/admin/cache/warm", operation_id = "cacheWarm", tag = "admin",
-    responses((status = 200, body = Object), (status = 401), (status = 403), (status = 404)),
-    security(("bearer" = [])))]
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/cache/warm",
+    operation_id = "cacheWarm",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Warming has finished: what it loaded.", body = WarmReport),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "The cache is disabled (`cache.enabled = false`) (`not_found`).",
+            body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(admin = %caller.principal.username))]
 pub async fn warm(State(state): State<AppState>, caller: Admin) -> Result<Json<WarmReport>, ApiError> {
     state.explore().cache().ok_or_else(disabled)?;

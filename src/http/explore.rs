@@ -1,125 +1,20 @@
 //! Explore (viewer+): `GET /api/v1/explore/items`, `/items/{id}`, `/categories`,
 //! `/trending`, `/search`.
 
-use std::borrow::Cow;
+mod params;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, Utc};
 
+pub use self::params::{CategoriesParams, ListParams, SearchMode, SearchParams, TrendingParams};
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{IfNoneMatch, Viewer};
+use super::extract::{ApiQuery, IfNoneMatch, Viewer};
 use super::openapi::{DatabaseUnavailable, ErrorBody, Internal, Unauthenticated};
 use crate::cache::format::CachedValue;
-use crate::explore::model::{
-    DEFAULT_LIMIT, GroupCount, Item, ItemSummary, ListQuery, MAX_LIMIT, MAX_QUERY_CHARS, MAX_TAG_FILTERS,
-    Page, SearchHit, Sort,
-};
+use crate::explore::model::{DEFAULT_LIMIT, GroupCount, Item, ItemSummary, Page, SearchHit};
 use crate::explore::views::ViewMsg;
-
-/// Parsed query-string pairs, refusing unknown or repeated (where not allowed) keys.
-/// Pairs borrow from the query string unless they had to be decoded.
-struct Params<'a> {
-    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-}
-
-impl<'a> Params<'a> {
-    fn parse(raw: Option<&'a str>, allowed: &[&str]) -> Result<Self, ApiError> {
-        let pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> =
-            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()).collect();
-        for (key, _) in &pairs {
-            if !allowed.contains(&key.as_ref()) {
-                return Err(bad(format!(
-                    "unknown parameter '{key}'; expected one of: {}",
-                    allowed.join(", ")
-                )));
-            }
-        }
-        Ok(Self { pairs })
-    }
-
-    fn one(&self, key: &str) -> Result<Option<&str>, ApiError> {
-        let mut values = self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_ref());
-        let first = values.next();
-        if values.next().is_some() {
-            return Err(bad(format!("parameter '{key}' may be given once")));
-        }
-        Ok(first)
-    }
-
-    fn all(&self, key: &str) -> Vec<String> {
-        self.pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_ref().to_owned()).collect()
-    }
-
-    fn limit(&self) -> Result<u32, ApiError> {
-        match self.one("limit")? {
-            None => Ok(DEFAULT_LIMIT),
-            Some(text) => match text.parse::<u32>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-                _ => Err(bad(format!("limit must be an integer from 1 to {MAX_LIMIT}"))),
-            },
-        }
-    }
-
-    fn date(&self, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-        let Some(text) = self.one(key)? else { return Ok(None) };
-        if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-            return Ok(Some(at.with_timezone(&Utc)));
-        }
-        if let Some(midnight) =
-            NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0))
-        {
-            return Ok(Some(midnight.and_utc()));
-        }
-        Err(bad(format!("{key} must be an RFC 3339 date-time (2025-06-01T00:00:00Z) or a date (2025-06-01)")))
-    }
-
-    fn text(&self, key: &str) -> Result<Option<String>, ApiError> {
-        let value = self.one(key)?.map(str::trim).filter(|v| !v.is_empty());
-        if let Some(v) = value
-            && v.chars().count() > MAX_QUERY_CHARS
-        {
-            return Err(bad(format!("{key} must be at most {MAX_QUERY_CHARS} characters")));
-        }
-        Ok(value.map(str::to_owned))
-    }
-}
-
-fn bad(message: String) -> ApiError {
-    ApiError::bad_request("invalid_query", message)
-}
-
-fn parse_sort(text: Option<&str>) -> Result<Sort, ApiError> {
-    match text {
-        None | Some("new") => Ok(Sort::New),
-        Some("trending") => Ok(Sort::Trending),
-        Some("relevance") => Ok(Sort::Relevance),
-        Some(other) => Err(bad(format!("unknown sort '{other}'; expected new, trending or relevance"))),
-    }
-}
-
-/// Builds a [`ListQuery`] from the query string.
-pub(super) fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
-    let params =
-        Params::parse(raw, &["category", "tag", "group", "q", "from", "to", "sort", "limit", "cursor"])?;
-    let tags = params.all("tag");
-    if tags.len() > MAX_TAG_FILTERS {
-        return Err(bad(format!("at most {MAX_TAG_FILTERS} tag filters")));
-    }
-    Ok(ListQuery {
-        category: params.text("category")?,
-        tags,
-        group: params.text("group")?,
-        q: params.text("q")?,
-        from: params.date("from")?,
-        to: params.date("to")?,
-        sort: parse_sort(params.one("sort")?)?,
-        limit: params.limit()?,
-        cursor: params.one("cursor")?.map(str::to_owned),
-    })
-}
 
 /// A filtered, sorted page of items with a keyset cursor.
 #[utoipa::path(
@@ -127,26 +22,7 @@ pub(super) fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     path = "/api/v1/explore/items",
     operation_id = "listItems",
     tag = "explore",
-    params(
-        ("category" = Option<String>, Query, description = "Primary category code.", example = "cs.CV",
-            max_length = 256),
-        ("tag" = Option<Vec<String>>, Query, style = Form, explode, description = "A tag (category code) the \
-            item must carry; repeat the parameter for several (all must match), at most 10.",
-            example = json!(["cs.CV", "cs.LG"]), max_items = 10),
-        ("group" = Option<String>, Query, description = "Top-level group.", example = "Computer Science",
-            max_length = 256),
-        ("q" = Option<String>, Query, description = "Full-text query; blank is ignored.", max_length = 256),
-        ("from" = Option<String>, Query, description = "Published at or after: an RFC 3339 date-time \
-            (`2025-06-01T00:00:00Z`) or a date (`2025-06-01`, meaning midnight UTC).", example = "2025-06-01"),
-        ("to" = Option<String>, Query, description = "Published before; same format as `from`.",
-            example = "2025-07-01"),
-        ("sort" = Option<Sort>, Query, description = "Order; `new` when left out. `relevance` ranks by the \
-            full-text match of `q`."),
-        ("limit" = Option<u32>, Query, description = "Page size; 20 when left out.", minimum = 1, maximum = 100),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, with the \
-            same filters and sort. Opaque: only a cursor this API issued for the same query is \
-            accepted.", min_length = 24, max_length = 1024, pattern = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$"),
-    ),
+    params(ListParams),
     responses(
         (status = 200, description = "One page of items.", body = Page<ItemSummary>),
         (status = 400, description = "An unknown or repeated parameter, a malformed or out-of-range value, \
@@ -162,10 +38,9 @@ pub(super) fn list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     _caller: Viewer,
-    RawQuery(raw): RawQuery,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
-    let query = list_query(raw.as_deref())?;
-    Ok(json_response(state.explore().list(&query).await?))
+    Ok(json_response(state.explore().list(&params.into()).await?))
 }
 
 /// Serialized JSON straight from the cache: no re-serialization on a hit.
@@ -241,9 +116,12 @@ pub async fn item(
     path = "/api/v1/explore/categories",
     operation_id = "listCategories",
     tag = "explore",
+    params(CategoriesParams),
     responses(
         (status = 200, description = "Every group with its categories and their item counts.",
             body = Vec<GroupCount>),
+        (status = 400, description = "Any query parameter (`invalid_query`): this route takes none.",
+            body = ErrorBody),
         (status = 401, response = Unauthenticated),
         (status = 500, response = Internal),
         (status = 503, response = DatabaseUnavailable),
@@ -251,7 +129,11 @@ pub async fn item(
     security(("bearer" = [])),
 )]
 #[tracing::instrument(skip_all)]
-pub async fn categories(State(state): State<AppState>, _caller: Viewer) -> Result<Response, ApiError> {
+pub async fn categories(
+    State(state): State<AppState>,
+    _caller: Viewer,
+    ApiQuery(_): ApiQuery<CategoriesParams>,
+) -> Result<Response, ApiError> {
     Ok(json_response(state.explore().categories().await?))
 }
 
@@ -261,10 +143,7 @@ pub async fn categories(State(state): State<AppState>, _caller: Viewer) -> Resul
     path = "/api/v1/explore/trending",
     operation_id = "listTrending",
     tag = "explore",
-    params(
-        ("limit" = Option<u32>, Query, description = "How many items; 20 when left out.", minimum = 1,
-            maximum = 100),
-    ),
+    params(TrendingParams),
     responses(
         (status = 200, description = "The top items, best first. One page only: `next_cursor` is always `null`.",
             body = Page<ItemSummary>),
@@ -280,10 +159,9 @@ pub async fn categories(State(state): State<AppState>, _caller: Viewer) -> Resul
 pub async fn trending(
     State(state): State<AppState>,
     _caller: Viewer,
-    RawQuery(raw): RawQuery,
+    ApiQuery(params): ApiQuery<TrendingParams>,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(raw.as_deref(), &["limit"])?;
-    Ok(json_response(state.explore().trending(params.limit()?).await?))
+    Ok(json_response(state.explore().trending(params.limit.unwrap_or(DEFAULT_LIMIT)).await?))
 }
 
 /// Ranked full-text results with highlighted snippets.
@@ -292,17 +170,7 @@ pub async fn trending(
     path = "/api/v1/explore/search",
     operation_id = "searchItems",
     tag = "explore",
-    params(
-        ("q" = String, Query, description = "Full-text query; required and not blank.", max_length = 256,
-            pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
-            example = "diffusion transformer"),
-        ("mode" = Option<String>, Query, description = "Only `text` (the default) is available; `semantic` and \
-            `hybrid` are refused with 400 for now.", example = "text"),
-        ("limit" = Option<u32>, Query, description = "Page size; 20 when left out.", minimum = 1, maximum = 100),
-        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page, with the \
-            same `q`. Opaque: only a cursor this API issued for the same query is \
-            accepted.", min_length = 24, max_length = 1024, pattern = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$"),
-    ),
+    params(SearchParams),
     responses(
         (status = 200, description = "One page of hits, best match first.", body = Page<SearchHit>),
         (status = 400, description = "`q` missing or blank, an unknown or unavailable `mode`, an unknown or \
@@ -318,38 +186,23 @@ pub async fn trending(
 pub async fn search(
     State(state): State<AppState>,
     _caller: Viewer,
-    RawQuery(raw): RawQuery,
+    ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(raw.as_deref(), &["q", "mode", "limit", "cursor"])?;
-    match params.one("mode")? {
-        None | Some("text") => {}
-        Some("semantic" | "hybrid") => {
-            return Err(bad("semantic and hybrid search are not available yet; use mode=text".to_owned()));
+    match params.mode.unwrap_or_default() {
+        SearchMode::Text => {}
+        SearchMode::Semantic | SearchMode::Hybrid => {
+            let message = "semantic and hybrid search are not available yet; use mode=text";
+            return Err(ApiError::bad_request("invalid_query", message));
         }
-        Some(other) => return Err(bad(format!("unknown mode '{other}'; expected text"))),
     }
-    let q = params.text("q")?.ok_or_else(|| bad("q is required".to_owned()))?;
-    Ok(json_response(state.explore().search(&q, params.limit()?, params.one("cursor")?).await?))
+    let q = params.q.ok_or_else(|| ApiError::bad_request("invalid_query", "parameter 'q' is required"))?;
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    Ok(json_response(state.explore().search(&q, limit, params.cursor.as_deref()).await?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn list_query_parsing() {
-        let q = list_query(Some("tag=cs.AI&tag=cs.LG&sort=trending&limit=5&from=2025-06-01")).unwrap();
-        assert_eq!(q.tags, vec!["cs.AI", "cs.LG"]);
-        assert_eq!(q.sort, Sort::Trending);
-        assert_eq!(q.limit, 5);
-        assert_eq!(q.from.unwrap().to_rfc3339(), "2025-06-01T00:00:00+00:00");
-        for bad in ["limit=0", "limit=1000", "limit=x", "sort=old", "from=yesterday", "nope=1", "q=a&q=b"] {
-            assert!(list_query(Some(bad)).is_err(), "{bad}");
-        }
-        let long = format!("q={}", "a".repeat(MAX_QUERY_CHARS + 1));
-        assert!(list_query(Some(&long)).is_err());
-        assert_eq!(list_query(Some("q=%20%20")).unwrap().q, None);
-    }
 
     #[test]
     fn etags() {

@@ -1,8 +1,11 @@
 //! `GET /api/openapi.json`: the OpenAPI 3.1 description of this API, generated
 //! from the handlers' `#[utoipa::path]` attributes and the types' `ToSchema`
-//! derives. This file holds the document itself, the reusable error responses
-//! the handlers refer to, and documentation-only types for bodies that the
-//! handlers build as ad-hoc JSON.
+//! derives. Its paths come from the routes themselves: [`super::api`] registers
+//! every handler with `utoipa_axum::routes!`, which adds its operation to the
+//! document as it adds the route. This file holds what is not a route: the
+//! info, tags, security scheme and shared components ([`ApiDoc`]), the reusable
+//! error responses the handlers refer to, and documentation-only types for
+//! bodies that the handlers build as ad-hoc JSON.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -14,13 +17,15 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder, response::Response};
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
-use super::{admin, auth, explore, health, items, ops};
+use super::{admin, auth, cache, health};
 use crate::auth::hashing::HashingReport;
 use crate::auth::limiter::LimiterReport;
 use crate::auth::{AuthReport, Principal, Role, TokenPair};
+use crate::cache::bypass::BypassStats;
 use crate::explore::model::{
     CategoryCount, GroupCount, Item, ItemInput, ItemPatch, ItemSummary, Page, SearchHit, Sort,
 };
+use crate::explore::warm::WarmReport;
 use crate::health::{ComponentHealth, ComponentStatus};
 use crate::supervision::breaker::{BreakerSnapshot, BreakerState};
 use crate::supervision::supervisor::ChaosAction;
@@ -37,40 +42,16 @@ except the health checks, `/metrics`, login, refresh and this document.
 
 Every error has a JSON body `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` (see `ErrorBody`); \
 `code` is stable, `message` says what to fix. Besides the statuses listed per operation, any route may \
-answer 405 (`method_not_allowed`) for a method it does not serve, 500 (`internal`) for a bug, and 503 \
+answer 405 (`method_not_allowed`) for a method it does not serve (`HEAD` is served wherever `GET` is), 500 (`internal`) for a bug, and 503 \
 (`unavailable`) when the request outlives `server.request_timeout_secs`. An unknown path answers 401 \
 without a token and 404 (`not_found`) with one. Every response carries `x-request-id` (the caller's, or \
 a generated UUID).";
 
-/// The whole API description.
+/// What the document holds besides its paths: info, shared components, the
+/// security scheme and the tags. The paths are added by [`super::api`].
 #[derive(OpenApi)]
 #[openapi(
     info(title = "castwork", version = env!("CARGO_PKG_VERSION"), description = DESCRIPTION),
-    paths(
-        health::live,
-        health::ready,
-        health::health,
-        ops::metrics,
-        openapi,
-        auth::login,
-        auth::refresh,
-        auth::logout,
-        auth::me,
-        explore::list,
-        explore::item,
-        explore::categories,
-        explore::trending,
-        explore::search,
-        items::create,
-        items::replace,
-        items::patch,
-        items::delete,
-        admin::create_user,
-        admin::auth_report,
-        admin::revoke_sessions,
-        admin::actors,
-        admin::chaos,
-    ),
     components(
         schemas(
             ErrorBody,
@@ -112,6 +93,9 @@ a generated UUID).";
             NodeStatus,
             Failure,
             FailureKind,
+            cache::CacheReport,
+            BypassStats,
+            WarmReport,
         ),
         responses(
             TokenIssued,
@@ -137,8 +121,8 @@ a generated UUID).";
             keyset cursors, items with `ETag`s, categories, trending items and full-text search."),
         (name = "items", description = "Writing the catalogue (editor or above), with optimistic concurrency: \
             `PUT` and `PATCH` need `If-Match` with the item's `ETag`."),
-        (name = "admin", description = "Users, login counters, the live actor tree and fault injection \
-            (admin)."),
+        (name = "admin", description = "Users, login counters, the cache, the live actor tree and fault \
+            injection (admin)."),
         (name = "operations", description = "Prometheus metrics and this document; public."),
     ),
 )]
@@ -161,7 +145,13 @@ impl Modify for BearerScheme {
     }
 }
 
-static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
+static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| super::api().into_openapi());
+
+/// The whole API description: [`ApiDoc`] with the operation of every route
+/// [`super::api`] registers (benchmark-only routes are not among them).
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    &DOCUMENT
+}
 
 /// This document.
 #[utoipa::path(
@@ -172,8 +162,8 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
     responses((status = 200, description = "The OpenAPI 3.1 description of this API.", body = serde_json::Value)),
 )]
 #[tracing::instrument(skip_all)]
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(DOCUMENT.clone())
+pub async fn openapi() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(document())
 }
 
 /// The body of every error response. Documentation only: it mirrors what
@@ -376,7 +366,7 @@ mod tests {
 
     #[test]
     fn document_is_openapi_3_1_with_the_bearer_scheme() {
-        let doc = serde_json::to_value(&*DOCUMENT).unwrap();
+        let doc = serde_json::to_value(document()).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(doc["components"]["securitySchemes"][BEARER]["scheme"], "bearer");
@@ -384,7 +374,7 @@ mod tests {
 
     #[test]
     fn limits_match_the_handlers() {
-        let doc = serde_json::to_value(&*DOCUMENT).unwrap();
+        let doc = serde_json::to_value(document()).unwrap();
         for path in ["/api/v1/explore/items", "/api/v1/explore/trending", "/api/v1/explore/search"] {
             let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
             let limit = params.iter().find(|p| p["name"] == "limit").unwrap();

@@ -7,13 +7,11 @@
 use castwork::explore::cursor::{CursorCodec, Position};
 use castwork::explore::model::{ItemInput, Sort};
 use castwork::explore::validate::validate_input;
-use castwork::http::openapi::ApiDoc;
 use proptest::prelude::*;
 use serde_json::Value;
-use utoipa::OpenApi;
 
 fn document() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap()
+    serde_json::to_value(castwork::http::openapi::document()).unwrap()
 }
 
 /// What the document says a string must be: `(pattern, minLength, maxLength)`.
