@@ -3,7 +3,7 @@
 //! `GET /api/v1/admin/auth`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Admin, ApiJson, ApiQuery, query_params};
+use super::extract::{Admin, ApiJson, ApiPath, ApiQuery, query_params};
 use super::openapi::{
     CreatedUser, DatabaseUnavailable, ErrorBody, Forbidden, Internal, InvalidBody, MalformedJson,
     PayloadTooLarge, Unauthenticated, UnsupportedMediaType,
@@ -234,7 +234,7 @@ pub async fn auth_report(State(state): State<AppState>, caller: Admin) -> Json<A
 pub async fn revoke_sessions(
     State(state): State<AppState>,
     caller: Admin,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state.auth().revoke_user_sessions(&username).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Extension, Path, RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,7 +32,7 @@ use tokio::sync::OnceCell;
 use super::AppState;
 use super::error::ApiError;
 use super::explore::ListParams;
-use super::extract::{Viewer, parse_query};
+use super::extract::{ApiPath, Viewer, parse_query};
 use crate::explore::views::ViewMsg;
 
 /// How long the fred routes keep what they `SET`.
@@ -175,7 +175,7 @@ async fn hashmap_item(
     State(state): State<AppState>,
     caller: Viewer,
     Extension(bench): Extension<Arc<Bench>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let body = from_map(&state, &bench, Kind::Item, &id).await?;
     state.runtime().views.cast(ViewMsg::Viewed { item: id, user: caller.principal.user_id });
@@ -204,7 +204,7 @@ async fn fred_item(
     State(state): State<AppState>,
     caller: Viewer,
     Extension(bench): Extension<Arc<Bench>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let body = from_fred(&state, &bench, Kind::Item, &id).await?;
     state.runtime().views.cast(ViewMsg::Viewed { item: id, user: caller.principal.user_id });

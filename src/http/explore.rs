@@ -3,14 +3,14 @@
 
 mod params;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 pub use self::params::{CategoriesParams, ListParams, SearchMode, SearchParams, TrendingParams};
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiQuery, IfNoneMatch, Viewer};
+use super::extract::{ApiPath, ApiQuery, IfNoneMatch, Viewer};
 use super::openapi::{DatabaseUnavailable, ErrorBody, Internal, Unauthenticated};
 use crate::cache::format::CachedValue;
 use crate::explore::model::{DEFAULT_LIMIT, GroupCount, Item, ItemSummary, Page, SearchHit};
@@ -91,7 +91,7 @@ fn matches_any(header_value: &str, version: i64) -> bool {
 pub async fn item(
     State(state): State<AppState>,
     caller: Viewer,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     IfNoneMatch(if_none_match): IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let cached = state.explore().item(&id).await?;

@@ -24,6 +24,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// `axum::extract::Path` whose rejection (a segment that is not valid
+/// percent-encoded UTF-8) is 400 `invalid_path` in the JSON error format.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
 /// A query string as `T`, or 400 `invalid_query` with a message naming the parameter.
 ///
 /// The parameters `T` takes, and which of them may repeat, are read from its

@@ -5,14 +5,14 @@
 //! the current item and the same `ETag`, no new version, no outbox event.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
 use super::explore::etag;
-use super::extract::{ApiJson, Editor};
+use super::extract::{ApiJson, ApiPath, Editor};
 use super::openapi::{
     BadIfMatchOrJson, DatabaseUnavailable, ErrorBody, Forbidden, Internal, InvalidItem, MalformedJson,
     PayloadTooLarge, PreconditionRequired, Unauthenticated, UnsupportedMediaType, VersionConflict,
@@ -137,7 +137,7 @@ pub async fn create(
 pub async fn replace(
     State(state): State<AppState>,
     caller: Editor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<ItemInput>,
 ) -> Result<Response, ApiError> {
@@ -191,7 +191,7 @@ pub async fn replace(
 pub async fn patch(
     State(state): State<AppState>,
     caller: Editor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<ItemPatch>,
 ) -> Result<Response, ApiError> {
@@ -229,7 +229,7 @@ pub async fn patch(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Editor,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let expected = match precondition(&headers)? {

@@ -125,3 +125,23 @@ async fn empty_credentials_are_400() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "missing_credentials");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_segment_that_is_not_utf8_is_400_invalid_path() {
+    let app = spawn_app().await;
+    let viewer = app.user_token("path-viewer", "viewer").await;
+    let admin = app.admin_token().await;
+    let item =
+        app.client.get(app.url("/api/v1/explore/items/%FF%FE")).bearer_auth(&viewer).send().await.unwrap();
+    let (status, json) = body(item).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (400, Some("invalid_path")), "{json}");
+    let revoke = app
+        .client
+        .post(app.url("/api/v1/admin/users/%C3%28/revoke-sessions"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    let (status, json) = body(revoke).await;
+    assert_eq!((status, json["error"]["code"].as_str()), (400, Some("invalid_path")), "{json}");
+}
