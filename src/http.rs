@@ -23,14 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request, StatusCode};
 use sea_orm::DatabaseConnection;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -110,8 +103,6 @@ impl AppState {
     }
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// Every route of the API with its OpenAPI operation, declared once: the
 /// router ([`router`]) and the document ([`openapi::document`], served at
 /// `GET /api/openapi.json`) are both built from it. `routes!` adds a handler's
@@ -148,51 +139,12 @@ pub fn api() -> OpenApiRouter<AppState> {
 /// The whole API: the routes of [`api`] (its document half is the one
 /// [`openapi::document`] serves) with the middleware around them.
 pub fn router(state: AppState) -> Router {
-    let settings = state.settings().clone();
     // the document half is the one `openapi::document` serves, built by the same `api()`
     let (routes, _document) = api().split_for_parts();
     // benchmark-only routes are served, but not described
     #[cfg(feature = "bench-routes")]
     let routes = routes.merge(bench::routes());
-    let routed = routes
-        .fallback(middleware::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(settings.server.request_timeout_secs),
-        ))
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
-        // outermost of the routed layers: it sees timeouts, panics and auth refusals too
-        .layer(axum::middleware::from_fn(middleware::track))
-        .with_state(state);
-
-    let request_span = |req: &Request<_>| {
-        let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::info_span!(
-            "http",
-            method = %req.method(),
-            path = %req.uri().path(),
-            request_id = %request_id,
-            client = tracing::field::Empty,
-            user = tracing::field::Empty,
-        )
-    };
-    let proxies = client_addr::TrustedProxies::from_settings(&settings.server);
-
-    routed
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                // inside the trace layer, so the span it records `client` in is the request's
-                .layer(axum::middleware::from_fn_with_state(proxies, client_addr::resolve))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(axum::middleware::from_fn(middleware::json_errors))
-                .layer(DefaultBodyLimit::max(settings.server.body_limit_bytes)),
-        )
-        // past the concurrency limit: a fast 503, before any per-request work
-        .layer(shed::ShedLayer::new(shed::ShedLimits::from_settings(&settings.server)))
-        // outermost: limits answered before anything is logged, and a bad incoming
-        // request id dropped before it is logged or echoed
-        .layer(edge::EdgeLayer::new(edge::EdgeLimits::from_settings(&settings.server), REQUEST_ID))
+    // every layer, in one call: see `middleware::stack` for the order
+    let layers = middleware::stack(&state);
+    routes.fallback(middleware::not_found).layer(layers).with_state(state)
 }

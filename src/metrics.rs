@@ -3,7 +3,11 @@
 //! Names and labels are documented in `docs/OPERATIONS.md`; the helpers below are
 //! the only places that emit them, so a name cannot drift between call sites.
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::http::Method;
 
 /// HTTP requests served, by matched route, method and status.
 pub const HTTP_REQUESTS_TOTAL: &str = "castwork_http_requests_total";
@@ -71,11 +75,10 @@ pub fn http_shed(reason: &'static str) {
     metrics::counter!(HTTP_SHED_TOTAL, "reason" => reason).increment(1);
 }
 
-/// Records one served HTTP request.
+/// Records one served HTTP request, looking its series up in the registry. The request path
+/// goes through [`HttpRequestMetrics`], which looks each series up once.
 pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
-    let labels = [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
-    metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
-    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(elapsed.as_secs_f64());
+    HttpRequestHandles::resolve(route, method, status).record(elapsed);
 }
 
 /// Records a failure of a supervised actor.
@@ -415,4 +418,166 @@ pub fn http_request_refused(reason: &'static str) {
 /// Counts a replaced request id.
 pub fn http_request_id_replaced() {
     metrics::counter!(HTTP_REQUEST_IDS_REPLACED_TOTAL).increment(1);
+}
+
+/// The request counter and latency histogram of one (route, method, status) series.
+#[derive(Clone)]
+struct HttpRequestHandles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl HttpRequestHandles {
+    /// Looks both series up in the registry (this builds the label strings).
+    fn resolve(route: &str, method: &str, status: u16) -> Self {
+        let labels =
+            [("route", route.to_owned()), ("method", method.to_owned()), ("status", status.to_string())];
+        Self {
+            requests: metrics::counter!(HTTP_REQUESTS_TOTAL, &labels),
+            duration: metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels),
+        }
+    }
+
+    fn record(&self, elapsed: Duration) {
+        self.requests.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
+/// The (method, status) series seen on one route, with their handles.
+type RouteSeries = Vec<(Method, u16, HttpRequestHandles)>;
+
+/// [`HTTP_REQUESTS_TOTAL`] and [`HTTP_REQUEST_DURATION_SECONDS`] for the request path: the
+/// handles of each (route, method, status) series are looked up in the registry the first time
+/// the series is seen and kept, so a request after that builds no label string and takes no
+/// registry lock: it reads a copy-on-write map (one atomic load), hashes its route template and
+/// scans that route's few (method, status) pairs.
+///
+/// The map is bounded: at most [`Self::MAX_ROUTES`] routes (route templates and `unmatched`)
+/// and [`Self::MAX_SERIES_PER_ROUTE`] (method, status) pairs per route are kept; a series past
+/// that (clients inventing methods) is still counted, by a registry lookup per request.
+///
+/// Handles belong to the recorder installed when they were resolved, so one value of this type
+/// should not outlive a change of the global recorder; the router builds one per router.
+#[derive(Default)]
+pub struct HttpRequestMetrics {
+    routes: ArcSwap<HashMap<Box<str>, RouteSeries>>,
+}
+
+impl HttpRequestMetrics {
+    /// Most routes whose handles are kept.
+    pub const MAX_ROUTES: usize = 512;
+    /// Most (method, status) pairs whose handles are kept per route.
+    pub const MAX_SERIES_PER_ROUTE: usize = 64;
+
+    /// An empty set of handles.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one served request: `route` is the matched route template, or `unmatched`.
+    pub fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
+        let known = self.routes.load();
+        let series = known.get(route).and_then(|series| {
+            series.iter().find(|(m, s, _)| *s == status && m == method).map(|(_, _, handles)| handles)
+        });
+        if let Some(handles) = series {
+            handles.record(elapsed);
+            return;
+        }
+        let room = match known.get(route) {
+            Some(series) => series.len() < Self::MAX_SERIES_PER_ROUTE,
+            None => known.len() < Self::MAX_ROUTES,
+        };
+        drop(known);
+        let handles = HttpRequestHandles::resolve(route, method.as_str(), status);
+        handles.record(elapsed);
+        if room {
+            self.remember(route, method, status, handles);
+        }
+    }
+
+    /// How many series have their handles kept.
+    pub fn series(&self) -> usize {
+        self.routes.load().values().map(Vec::len).sum()
+    }
+
+    fn remember(&self, route: &str, method: &Method, status: u16, handles: HttpRequestHandles) {
+        self.routes.rcu(|known| {
+            let mut routes = HashMap::clone(known);
+            if !routes.contains_key(route) && routes.len() >= Self::MAX_ROUTES {
+                return routes;
+            }
+            let series = routes.entry(Box::from(route)).or_default();
+            let seen = series.iter().any(|(m, s, _)| *s == status && m == method);
+            if !seen && series.len() < Self::MAX_SERIES_PER_ROUTE {
+                series.push((method.clone(), status, handles.clone()));
+            }
+            routes
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+
+    /// The value of the `castwork_http_requests_total` sample whose labels are `labels`.
+    fn requests(rendered: &str, labels: &str) -> Option<u64> {
+        let prefix = format!("{HTTP_REQUESTS_TOTAL}{{{labels}}} ");
+        rendered.lines().find_map(|line| line.strip_prefix(prefix.as_str())).and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn http_requests_are_counted_once_per_request_through_handles_kept_per_series() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let http = HttpRequestMetrics::new();
+        metrics::with_local_recorder(&recorder, || {
+            for _ in 0..3 {
+                http.record("/api/v1/explore/items/{id}", &Method::GET, 200, Duration::from_millis(2));
+            }
+            http.record("/api/v1/explore/items/{id}", &Method::GET, 404, Duration::from_millis(1));
+            http.record("unmatched", &Method::POST, 401, Duration::from_millis(1));
+        });
+        assert_eq!(http.series(), 3, "one set of handles per (route, method, status)");
+        let rendered = handle.render();
+        let item = r#"route="/api/v1/explore/items/{id}",method="GET""#;
+        assert_eq!(requests(&rendered, &format!(r#"{item},status="200""#)), Some(3), "{rendered}");
+        assert_eq!(requests(&rendered, &format!(r#"{item},status="404""#)), Some(1), "{rendered}");
+        assert_eq!(
+            requests(&rendered, r#"route="unmatched",method="POST",status="401""#),
+            Some(1),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains(&format!(r#"{HTTP_REQUEST_DURATION_SECONDS}_count{{{item},status="200"}} 3"#)),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn series_past_the_bound_are_still_counted_but_not_kept() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let http = HttpRequestMetrics::new();
+        let extra = 5;
+        metrics::with_local_recorder(&recorder, || {
+            for i in 0..HttpRequestMetrics::MAX_SERIES_PER_ROUTE + extra {
+                let method = Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+                http.record("unmatched", &method, 405, Duration::ZERO);
+                http.record("unmatched", &method, 405, Duration::ZERO);
+            }
+        });
+        assert_eq!(http.series(), HttpRequestMetrics::MAX_SERIES_PER_ROUTE);
+        let last = HttpRequestMetrics::MAX_SERIES_PER_ROUTE + extra - 1;
+        let rendered = handle.render();
+        assert_eq!(
+            requests(&rendered, &format!(r#"route="unmatched",method="M{last}",status="405""#)),
+            Some(2),
+            "{rendered}"
+        );
+    }
 }

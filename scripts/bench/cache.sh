@@ -10,6 +10,7 @@
 # one process (L2 and the fred route, L1 and the HashMap route, the two bare
 # routes) take turns slice by slice.
 # Needs wrk, redis-cli, python3 and Redis at $REDIS_URL (default redis://127.0.0.1:6379).
+# Builds into $CARGO_TARGET_DIR when it is set (else target/).
 # Method and numbers: docs/BENCHMARKS.md, "Explore cache (side by side)".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,7 +46,8 @@ export CASTWORK_EXPLORE__IMPORT_SAMPLE_ON_START=false
 export CASTWORK_CACHE__REDIS__URL=$redis_url CASTWORK_CACHE__WARM_ON_START=false
 
 cargo build --release -q --features bench-routes --bin castwork --example bare_routes
-bin=target/release/castwork
+target=${CARGO_TARGET_DIR:-target}
+bin=$target/release/castwork
 # SQLite: one fresh file, imported once, shared by the three processes
 "$bin" import "$catalog" >"$work/import.txt"
 grep -iE "inserted|seconds|items/s" "$work/import.txt" | sed "s/^/import: /"
@@ -97,7 +99,7 @@ start() { # name, then env assignments
     exit 1
 }
 start_bare() { # the standalone bare axum routes (examples/bare_routes.rs)
-    BARE_PORT=$port BARE_REDIS_URL=$redis_url BARE_KEY_PREFIX=$prefix target/release/examples/bare_routes \
+    BARE_PORT=$port BARE_REDIS_URL=$redis_url BARE_KEY_PREFIX=$prefix "$target/release/examples/bare_routes" \
         >"$work/serve-bare.log" 2>&1 &
     server=$!
     for _ in $(seq 1 150); do curl -sf "$base/health" >/dev/null && return; sleep 0.2; done

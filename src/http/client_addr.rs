@@ -5,19 +5,19 @@
 //! A hop that cannot be read (`unknown`, an obfuscated name, garbage) ends the walk at the
 //! nearest trusted proxy. With no trusted proxies, forwarding headers are ignored entirely.
 //!
-//! [`resolve`] works the address out once per request, stores it as [`ClientAddr`] in the
+//! [`Resolve`] works the address out once per request, stores it as [`ClientAddr`] in the
 //! request's extensions (where the login limiter's handler reads it) and records it as the
 //! `client` field of the request's log span.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, Request};
 use ipnet::IpNet;
+use tower::{Layer, Service};
 
 use super::error::ApiError;
 use crate::config::{ClientIpHeader, ServerSettings};
@@ -104,7 +104,7 @@ fn parse_address(text: &str) -> Option<IpAddr> {
     Some(address.to_canonical())
 }
 
-/// The client's address, as [`resolve`] worked it out.
+/// The client's address, as [`Resolve`] worked it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -123,15 +123,55 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// Resolves the client's address once per request (see the module docs).
-pub async fn resolve(State(proxies): State<TrustedProxies>, mut req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
-    if let Some(peer) = peer {
-        let client = proxies.client(peer, req.headers());
-        tracing::Span::current().record("client", tracing::field::display(client));
-        req.extensions_mut().insert(ClientAddr(client));
+/// Resolves the client's address once per request (see the module docs), in front of a service.
+#[derive(Debug, Clone)]
+pub struct ResolveLayer {
+    proxies: TrustedProxies,
+}
+
+impl ResolveLayer {
+    /// The layer that believes `proxies`.
+    pub fn new(proxies: TrustedProxies) -> Self {
+        Self { proxies }
     }
-    next.run(req).await
+}
+
+impl<S> Layer<S> for ResolveLayer {
+    type Service = Resolve<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Resolve { inner, proxies: self.proxies.clone() }
+    }
+}
+
+/// The service [`ResolveLayer`] makes: the work is done before the inner service is called,
+/// so its future is the inner service's own.
+#[derive(Debug, Clone)]
+pub struct Resolve<S> {
+    inner: S,
+    proxies: TrustedProxies,
+}
+
+impl<S, B> Service<Request<B>> for Resolve<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| peer.ip());
+        if let Some(peer) = peer {
+            let client = self.proxies.client(peer, req.headers());
+            tracing::Span::current().record("client", tracing::field::display(client));
+            req.extensions_mut().insert(ClientAddr(client));
+        }
+        self.inner.call(req)
+    }
 }
 
 #[cfg(test)]

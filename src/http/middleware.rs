@@ -1,17 +1,56 @@
-//! Cross-cutting request handling: authentication on by default (with an explicit
-//! allow-list of public routes), request metrics, and JSON for every error.
+//! Cross-cutting request handling, as one stack of layers applied once to every route
+//! ([`stack`]; outermost first, numbered as in docs/ARCHITECTURE.md):
+//!
+//! 0. the edge limits and request-id check ([`super::edge`]),
+//! 1. the request id: kept or generated, and echoed ([`RequestIdLayer`]),
+//! 2. the `http` span ([`MakeRequestSpan`]) and tower-http's request events (`TraceLayer`),
+//! 3. the client address ([`super::client_addr`]),
+//! 4. JSON for every error ([`JsonErrorsLayer`]),
+//! 5. the default body limit,
+//! 6. request metrics ([`TrackLayer`]),
+//! 7. the panic guard and 8. the request deadline ([`PanicGuardLayer`], [`DeadlineLayer`]),
+//! 9. authentication on by default, with an explicit allow-list of public routes
+//!    ([`AuthenticateLayer`]).
+//!
+//! Each layer is a tower service whose future is a plain type, and the stack is applied with
+//! one `Router::layer`, so axum boxes it (service and future) once per request. The layers add
+//! no boxed future and no clone of the rest of the stack of their own (a `from_fn` middleware
+//! adds both, and each `Router::layer` call another boxed service and future); the one
+//! allocation they add on the way is tower-http's trace body boxed into axum's `Body`.
 
-use axum::body::{Body, to_bytes};
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
+mod authenticate;
+mod guard;
+mod json_errors;
+mod request;
+mod track;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio::time::Instant;
+use axum::routing::Route;
+use tower::{Layer, Service, ServiceBuilder};
+use tower_http::trace::TraceLayer;
+
+pub use authenticate::{Authenticate, AuthenticateLayer};
+pub use guard::{Deadline, DeadlineFuture, DeadlineLayer, PanicGuard, PanicGuardFuture, PanicGuardLayer};
+pub use json_errors::{JsonErrors, JsonErrorsFuture, JsonErrorsLayer};
+pub use request::{MakeRequestSpan, RequestId, RequestIdFuture, RequestIdLayer};
+pub use track::{Track, TrackFuture, TrackLayer};
 
 use super::AppState;
+use super::client_addr::{ResolveLayer, TrustedProxies};
+use super::edge::{EdgeLayer, EdgeLimits};
 use super::error::ApiError;
-use crate::auth::AuthError;
-use crate::metrics;
+use super::shed::{ShedLayer, ShedLimits};
+use crate::metrics::HttpRequestMetrics;
+
+/// The request-id header: read, generated, logged and echoed.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The only routes served without a bearer token. Everything else, including
 /// routes added later and unknown paths, requires one.
@@ -25,23 +64,42 @@ pub const PUBLIC_ROUTES: &[&str] = &[
     "/api/v1/auth/refresh",
 ];
 
-/// Verifies the bearer token of every non-public request and stores the
-/// [`crate::auth::Principal`] in the request extensions.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    if PUBLIC_ROUTES.contains(&req.uri().path()) {
-        return next.run(req).await;
-    }
-    let Some(token) = bearer_token(req.headers()) else {
-        return ApiError::from(AuthError::MissingToken).into_response();
-    };
-    match state.auth().authenticate(token) {
-        Ok(principal) => {
-            tracing::Span::current().record("user", principal.username.as_str());
-            req.extensions_mut().insert(principal);
-            next.run(req).await
-        }
-        Err(err) => ApiError::from(err).into_response(),
-    }
+/// Every layer of the API, for one `Router::layer` call (see the module docs). Applied to the
+/// routes and the fallback, so every layer runs after routing and `track` knows the matched
+/// route template.
+pub fn stack(
+    state: &AppState,
+) -> impl Layer<
+    Route,
+    Service: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+                 + Clone
+                 + Send
+                 + Sync
+                 + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    let server = &state.settings().server;
+    ServiceBuilder::new()
+        // outermost: limits answered before anything is logged, and a bad incoming
+        // request id dropped before it is logged or echoed
+        .layer(EdgeLayer::new(EdgeLimits::from_settings(server), REQUEST_ID))
+        // past the concurrency limit: a fast 503, before any per-request work
+        .layer(ShedLayer::new(ShedLimits::from_settings(server)))
+        .layer(RequestIdLayer::new(REQUEST_ID))
+        // tower-http's trace body, boxed into axum's `Body` once, for the layers above
+        .map_response(IntoResponse::into_response)
+        .layer(TraceLayer::new_for_http().make_span_with(MakeRequestSpan::new(REQUEST_ID)))
+        // inside the span, so the span it records `client` in is the request's
+        .layer(ResolveLayer::new(TrustedProxies::from_settings(server)))
+        .layer(JsonErrorsLayer)
+        .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        // outside the guards and authentication: it counts timeouts, panics and auth refusals too
+        .layer(TrackLayer::new(Arc::new(HttpRequestMetrics::new())))
+        .layer(PanicGuardLayer)
+        .layer(DeadlineLayer::new(Duration::from_secs(server.request_timeout_secs)))
+        .layer(AuthenticateLayer::new(state.clone()))
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -49,50 +107,6 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Counts every request by matched route, method and status, with its latency.
-pub async fn track(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
-    let method = req.method().clone();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    metrics::http_request(&route, method.as_str(), response.status().as_u16(), started.elapsed());
-    response
-}
-
-/// Error responses that did not come from a handler (axum's 405, tower-http's
-/// 413/503, ...) get the JSON error body too.
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let text =
-        to_bytes(body, 4096).await.ok().and_then(|b| String::from_utf8(b.to_vec()).ok()).unwrap_or_default();
-    let message = if text.trim().is_empty() {
-        status.canonical_reason().unwrap_or("error").to_owned()
-    } else {
-        text.trim().to_owned()
-    };
-    let code = code_for(status);
-    let mut fixed = ApiError::body_for(status, code, message);
-    for (name, value) in &parts.headers {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            fixed.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    fixed
 }
 
 fn code_for(status: StatusCode) -> &'static str {
@@ -126,21 +140,4 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response<
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn bearer_parsing() {
-        let mut h = HeaderMap::new();
-        assert_eq!(bearer_token(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc.def"));
-        assert_eq!(bearer_token(&h), Some("abc.def"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer   xyz"));
-        assert_eq!(bearer_token(&h), Some("xyz"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic Zm9vOmJhcg=="));
-        assert_eq!(bearer_token(&h), None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
-        assert_eq!(bearer_token(&h), None);
-    }
-}
+mod tests;
