@@ -510,7 +510,7 @@ impl RedisProbe {
 }
 
 impl Probe for RedisProbe {
-    fn component(&self) -> &'static str {
+    fn component(&self) -> &str {
         "redis"
     }
     fn critical(&self) -> bool {

@@ -74,7 +74,7 @@ pub enum HealthMsg {
     /// Time to probe every component that has no probe in flight.
     Tick,
     /// A probe finished.
-    ProbeDone { component: &'static str, elapsed: Duration, result: Result<(), String> },
+    ProbeDone { component: Arc<str>, elapsed: Duration, result: Result<(), String> },
     /// The current report.
     Report(RpcReplyPort<HealthReport>),
     /// Chaos: panic while handling this message.
@@ -103,8 +103,8 @@ pub struct HealthArgs {
 /// The HealthActor's state.
 pub struct HealthState {
     probes: Vec<Arc<dyn Probe>>,
-    components: BTreeMap<&'static str, ComponentHealth>,
-    in_flight: HashMap<&'static str, JoinHandle<()>>,
+    components: BTreeMap<Arc<str>, ComponentHealth>,
+    in_flight: HashMap<Arc<str>, JoinHandle<()>>,
     ticker: Option<JoinHandle<()>>,
     stats: Arc<ActorStats>,
 }
@@ -132,7 +132,7 @@ impl Actor for HealthActor {
                     consecutive_failures: 0,
                     breaker: None,
                 };
-                (p.component(), health)
+                (Arc::from(p.component()), health)
             })
             .collect();
         Ok(HealthState {
@@ -166,14 +166,14 @@ impl Actor for HealthActor {
         match message {
             HealthMsg::Tick => self.probe_all(&myself, state),
             HealthMsg::ProbeDone { component, elapsed, result } => {
-                state.in_flight.remove(component);
-                self.record(state, component, elapsed, result);
+                state.in_flight.remove(&component);
+                self.record(state, &component, elapsed, result);
             }
             HealthMsg::Report(reply) => {
                 let components = state
                     .components
                     .iter()
-                    .map(|(name, health)| ((*name).to_owned(), health.clone()))
+                    .map(|(name, health)| (name.to_string(), health.clone()))
                     .collect();
                 let _ = reply.send(HealthReport { components });
             }
@@ -201,19 +201,21 @@ impl HealthActor {
     fn probe_all(&self, myself: &ActorRef<HealthMsg>, state: &mut HealthState) {
         let timeout = Duration::from_millis(self.settings.probe_timeout_ms);
         for probe in &state.probes {
-            let component = probe.component();
-            if state.in_flight.get(component).is_some_and(|t| !t.is_finished()) {
+            let component: Arc<str> = Arc::from(probe.component());
+            if state.in_flight.get(&component).is_some_and(|t| !t.is_finished()) {
                 continue;
             }
             let check = probe.check();
             let actor = myself.clone();
+            let name = Arc::clone(&component);
             let task = tokio::spawn(async move {
                 let started = Instant::now();
                 let result = match tokio::time::timeout(timeout, check).await {
                     Ok(result) => result,
                     Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
                 };
-                let _ = actor.cast(HealthMsg::ProbeDone { component, elapsed: started.elapsed(), result });
+                let _ =
+                    actor.cast(HealthMsg::ProbeDone { component: name, elapsed: started.elapsed(), result });
             });
             state.in_flight.insert(component, task);
         }
@@ -222,7 +224,7 @@ impl HealthActor {
     fn record(
         &self,
         state: &mut HealthState,
-        component: &'static str,
+        component: &str,
         elapsed: Duration,
         result: Result<(), String>,
     ) {

@@ -8,7 +8,7 @@ use sea_orm::DatabaseConnection;
 /// A dependency check.
 pub trait Probe: Send + Sync + 'static {
     /// Component name in `/health`.
-    fn component(&self) -> &'static str;
+    fn component(&self) -> &str;
     /// Whether the node cannot serve without it (a critical component down makes the node `down`).
     fn critical(&self) -> bool;
     /// One check; `Err` carries a short description of what failed.
@@ -28,7 +28,7 @@ impl DatabaseProbe {
 }
 
 impl Probe for DatabaseProbe {
-    fn component(&self) -> &'static str {
+    fn component(&self) -> &str {
         "database"
     }
     fn critical(&self) -> bool {

@@ -129,3 +129,64 @@ struct Tracked {
     name: String,
     task: JoinHandle<()>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::supervision::backoff::Backoff;
+    use crate::supervision::intensity::RestartIntensity;
+    use crate::supervision::strategy::RestartStrategy;
+
+    fn root() -> Supervisor {
+        Supervisor {
+            name: "root".to_owned(),
+            strategy: RestartStrategy::OneForOne,
+            intensity: RestartIntensity { max_restarts: 3, within: Duration::from_secs(60) },
+            backoff: Backoff::default(),
+            down_retry: None,
+            ask_timeout: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Raises its flag when dropped: an aborted task drops its future.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_lets_tracked_tasks_finish_and_aborts_only_those_past_the_deadline() {
+        let tree = RootTree::start(root(), Vec::new()).await.unwrap();
+        let (finished, aborted) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let done = Arc::clone(&finished);
+        tree.track(
+            "quick",
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                done.store(true, Ordering::SeqCst);
+            }),
+        );
+        let guard = Dropped(Arc::clone(&aborted));
+        tree.track(
+            "stuck",
+            tokio::spawn(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            }),
+        );
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(5);
+        tree.shutdown(deadline, Duration::from_secs(1)).await;
+        assert!(finished.load(Ordering::SeqCst), "a task that ends within the grace period is let finish");
+        assert!(aborted.load(Ordering::SeqCst), "a task still running at the deadline is aborted");
+        assert!(Instant::now() >= deadline, "the stuck task was waited for until the deadline");
+        assert!(Instant::now() < deadline + Duration::from_secs(2), "and not much longer");
+    }
+}
