@@ -334,10 +334,6 @@ pub struct CacheSettings {
     /// and the key is free to load again, in milliseconds.
     pub load_timeout_ms: u64,
     pub redis: CacheRedisSettings,
-    /// Not a key: holds every cache load until opened, for an embedder (the API
-    /// tests) to stall the database behind the cache.
-    #[serde(skip)]
-    pub load_gate: Option<crate::cache::LoadGate>,
 }
 
 /// `[cache.redis]`.

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, AuthService, JwtKeys};
+use crate::cache::LoadGate;
 use crate::cache::bypass::Bypass;
 use crate::cache::redis::{RedisSettings, RedisTier};
 use crate::cache::{Cache, CacheOptions};
@@ -48,9 +49,22 @@ pub struct Application {
     runtime: Arc<Runtime>,
 }
 
+/// What an embedder (the API tests) can hand a node besides its settings: hooks
+/// into its parts that are not configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// Holds every cache load until opened (stalls the database behind the cache).
+    pub load_gate: Option<LoadGate>,
+}
+
 impl Application {
     /// Connects and migrates the database, sets up auth, starts the actor tree and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, Hooks::default()).await
+    }
+
+    /// [`Application::build`], with `hooks` in place.
+    pub async fn build_with(settings: Settings, hooks: Hooks) -> Result<Self, StartupError> {
         telemetry::prometheus();
         let settings = Arc::new(settings);
         let db = db::connect(&settings).await?;
@@ -86,7 +100,7 @@ impl Application {
         let explore = ExploreService::new(db.clone(), &cursor_secret(&settings));
         // the cache subscribes before anything writes, so the sample import below
         // invalidates pages a previous run may have left in Redis
-        let cache = build_cache(&settings).await?;
+        let cache = build_cache(&settings, hooks.load_gate).await?;
         if let Some(cache) = &cache {
             CacheSink { cache: cache.clone() }.subscribe(explore.changes());
         }
@@ -212,7 +226,10 @@ impl Application {
 }
 
 /// The cache described by `[cache]`: `None` when disabled; L1-only without a Redis URL.
-async fn build_cache(settings: &Settings) -> Result<Option<Cache>, StartupError> {
+async fn build_cache(
+    settings: &Settings,
+    load_gate: Option<LoadGate>,
+) -> Result<Option<Cache>, StartupError> {
     let cs = &settings.cache;
     if !cs.enabled {
         return Ok(None);
@@ -246,7 +263,7 @@ async fn build_cache(settings: &Settings) -> Result<Option<Cache>, StartupError>
         load_timeout: Duration::from_millis(cs.load_timeout_ms),
         l2_reads_in_flight: cs.redis.read_batches_in_flight,
         l2_max_queued_reads: cs.redis.max_queued_reads,
-        load_gate: cs.load_gate.clone(),
+        load_gate,
     };
     Ok(Some(Cache::new(options, l2, bypass)))
 }

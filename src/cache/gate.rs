@@ -1,5 +1,5 @@
 //! [`LoadGate`]: holds every cache load of a node until it is opened. A node is
-//! built with one only when its embedder asks for it (`CacheSettings::load_gate`,
+//! built with one only when its embedder asks for it (`startup::Hooks::load_gate`,
 //! not a configuration key): the API tests use it to stall the database behind
 //! the cache and watch the load deadline and the 503s it gives.
 

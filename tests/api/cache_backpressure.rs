@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use castwork::cache::LoadGate;
+use castwork::startup::Hooks;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, RedisKeys, TestApp, encode, find_node, poll_until, redis_prefix, redis_url, spawn_app_with,
+    Backend, RedisKeys, TestApp, encode, find_node, poll_until, redis_prefix, redis_url, spawn_app_hooked,
+    spawn_app_with,
 };
 
 const LOAD_TIMEOUT_MS: u64 = 800;
@@ -46,8 +48,8 @@ async fn shard_sum(app: &TestApp, token: &str, field: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_load_stalled_reads_answer_503_then_200_when_the_database_is_back() {
     let gate = LoadGate::closed();
-    let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.cache.load_gate = Some(gate.clone());
+    let hooks = Hooks { load_gate: Some(gate.clone()) };
+    let app = spawn_app_hooked(Backend::Sqlite, hooks, |s| {
         s.cache.load_timeout_ms = LOAD_TIMEOUT_MS;
         s.supervision.ask_timeout_ms = ASK_TIMEOUT_MS;
     })

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use castwork::config::{Environment, Secret, Settings};
-use castwork::startup::Application;
+use castwork::startup::{Application, Hooks};
 use figment::providers::Serialized;
 use sea_orm::Database;
 use serde_json::Value;
@@ -69,13 +69,21 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let database = TestDatabase::create(backend).await;
     let (url, dir) = (database.url.clone(), database.dir.clone());
-    start_node(url, dir, Some(database), None, tweak).await
+    start_node(url, dir, Some(database), None, Hooks::default(), tweak).await
+}
+
+/// [`spawn_app_with`], with `hooks` handed to the node.
+pub async fn spawn_app_hooked(backend: Backend, hooks: Hooks, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let database = TestDatabase::create(backend).await;
+    let (url, dir) = (database.url.clone(), database.dir.clone());
+    start_node(url, dir, Some(database), None, hooks, tweak).await
 }
 
 /// A second node on `first`'s database (a cluster of two sharing one database).
 pub async fn spawn_peer(first: &TestApp, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = temp_dir();
-    start_node(first.database_url.clone(), dir.clone(), None, Some(TempDir(dir)), tweak).await
+    start_node(first.database_url.clone(), dir.clone(), None, Some(TempDir(dir)), Hooks::default(), tweak)
+        .await
 }
 
 async fn start_node(
@@ -83,12 +91,13 @@ async fn start_node(
     data_dir: PathBuf,
     database: Option<TestDatabase>,
     dir: Option<TempDir>,
+    hooks: Hooks,
     tweak: impl FnOnce(&mut Settings),
 ) -> TestApp {
     let database_url = url.clone();
     let mut settings = test_settings(&data_dir, &url);
     tweak(&mut settings);
-    let app = Application::build(settings).await.expect("app builds");
+    let app = Application::build_with(settings, hooks).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let signal = std::sync::Arc::clone(&stop);
