@@ -334,6 +334,7 @@ impl Supervisor {
             Some(IntensityDecision::Allowed { recent }) => {
                 let delay = self.backoff.delay(recent.saturating_sub(1), &mut state.rng);
                 let mut batch = Vec::new();
+                let mut left_stopped = Vec::new();
                 for j in self.strategy.affected(pos, count) {
                     let Some(c) = state.children.get_mut(j) else { continue };
                     if j != pos {
@@ -348,12 +349,19 @@ impl Supervisor {
                         if c.spec.restart == Restart::Temporary {
                             c.status = NodeStatus::Stopped;
                             c.generation += 1;
+                            left_stopped.push(c.spec.name.clone());
                             continue;
                         }
                     }
                     c.status = NodeStatus::Restarting;
                     c.generation += 1;
                     batch.push((c.key, c.generation));
+                }
+                for sibling in left_stopped {
+                    // stopped by the strategy, never restarted by its policy: subscribers see it go
+                    let reason = format!("stopped with sibling {name}");
+                    let exited = LifecycleKind::Exited { kind: FailureKind::Stopped, reason };
+                    state.events.publish(&state.name, &sibling, exited);
                 }
                 myself.send_after(delay, move || SupervisorMsg::Restart(batch));
             }

@@ -315,7 +315,7 @@ async fn one_for_all_restarts_transient_siblings_but_leaves_temporary_ones_stopp
         worker("w1", &slots[1]).with_restart(Restart::Transient),
         worker("w2", &slots[2]).with_restart(Restart::Temporary),
     ];
-    let tree = start(config("sup", RestartStrategy::OneForAll), children).await;
+    let mut tree = start(config("sup", RestartStrategy::OneForAll), children).await;
     let before = tree.until("running", all_running).await;
     kill(&slots[0]);
     let after = tree
@@ -327,6 +327,13 @@ async fn one_for_all_restarts_transient_siblings_but_leaves_temporary_ones_stopp
         .await;
     assert_ne!(ids(&before)[1], ids(&after)[1]);
     assert_eq!(slots[2].get().map(|a| a.get_status()), Some(ActorStatus::Stopped));
+    // subscribers see the temporary sibling go, though nothing failed in it
+    let exited: Vec<_> = tree
+        .events()
+        .into_iter()
+        .filter(|(c, k)| c == "w2" && matches!(k, LifecycleKind::Exited { .. }))
+        .collect();
+    assert_eq!(exited.len(), 1, "{exited:?}");
 }
 
 // ---- intensity ----
