@@ -9,6 +9,8 @@
 //! to tell a busy node from a dead one.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -136,32 +138,65 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = futures::future::Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+    type Future = ShedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some(gate) = self.gate.clone() else {
-            return futures::future::Either::Left(self.inner.call(request));
+        let Some(gate) = &self.gate else {
+            return ShedFuture::Through { future: self.inner.call(request), permit: None };
         };
         if NEVER_SHED.contains(&request.uri().path()) {
-            return futures::future::Either::Left(self.inner.call(request));
+            return ShedFuture::Through { future: self.inner.call(request), permit: None };
+        }
+        // a free slot: taken without waiting, and without an allocation
+        if let Ok(permit) = Arc::clone(&gate.permits).try_acquire_owned() {
+            return ShedFuture::Through { future: self.inner.call(request), permit: Some(permit) };
         }
         // the service that was made ready is the one called; a fresh clone takes its place
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        futures::future::Either::Right(Box::pin(async move {
-            match gate.admit().await {
-                Ok(permit) => {
-                    let response = inner.call(request).await;
-                    drop(permit);
-                    response
+        let gate = gate.clone();
+        ShedFuture::Waiting {
+            future: Box::pin(async move {
+                match gate.admit().await {
+                    Ok(permit) => {
+                        let response = inner.call(request).await;
+                        drop(permit);
+                        response
+                    }
+                    Err(refusal) => Ok(refusal.into_response()),
                 }
-                Err(refusal) => Ok(refusal.into_response()),
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`Shed`]: the inner service's, holding its slot until it is
+    /// ready, or (past the limit) a wait for a slot that may end in a refusal.
+    #[project = ShedProjection]
+    pub enum ShedFuture<F> {
+        Through { #[pin] future: F, permit: Option<OwnedSemaphorePermit> },
+        Waiting { future: BoxFuture<'static, Result<Response, Infallible>> },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for ShedFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ShedProjection::Through { future, permit } => {
+                let response = std::task::ready!(future.poll(cx));
+                // the slot is free as soon as the response is
+                permit.take();
+                Poll::Ready(response)
             }
-        }))
+            ShedProjection::Waiting { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
