@@ -202,15 +202,19 @@ mod tests {
 
     use super::*;
 
-    struct Echo;
-
     enum EchoMsg {
         Ping(RpcReplyPort<u32>),
     }
 
     impl Message for EchoMsg {}
 
-    impl Actor for Echo {
+    /// Answers 7 and counts the requests it takes; with `dies`, it dies holding one instead.
+    struct Fragile {
+        taken: Arc<std::sync::atomic::AtomicUsize>,
+        dies: bool,
+    }
+
+    impl Actor for Fragile {
         type Msg = EchoMsg;
         type State = ();
         type Arguments = ();
@@ -226,8 +230,20 @@ mod tests {
             _state: &mut (),
         ) -> Result<(), ActorProcessingErr> {
             let EchoMsg::Ping(reply) = message;
+            self.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.dies {
+                // dies holding the reply port, after having acted on the request
+                return Err("died mid-request".into());
+            }
             let _ = reply.send(7);
             Ok(())
+        }
+    }
+
+    impl Fragile {
+        /// One that always answers.
+        fn steady() -> Self {
+            Self { taken: Arc::default(), dies: false }
         }
     }
 
@@ -236,7 +252,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_down_actor_is_not_waited_for() {
         let slot = ActorSlot::<EchoMsg>::new("echo");
-        let (actor, handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        let (actor, handle) = Actor::spawn(None, Fragile::steady(), ()).await.unwrap();
         slot.set(actor.clone());
         assert_eq!(slot.ask(LONG, EchoMsg::Ping).await, Ok(7));
         actor.kill();
@@ -268,7 +284,7 @@ mod tests {
         assert!(!slot.cast(EchoMsg::Ping(tokio::sync::oneshot::channel().0.into())));
 
         // a new incarnation brings it back
-        let (actor, _handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        let (actor, _handle) = Actor::spawn(None, Fragile::steady(), ()).await.unwrap();
         slot.set(actor.clone());
         assert!(!slot.is_down());
         assert_eq!(slot.ask(LONG, EchoMsg::Ping).await, Ok(7));
@@ -278,7 +294,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_restarting_actor_is_waited_for_within_the_deadline() {
         let slot = ActorSlot::<EchoMsg>::new("echo");
-        let (actor, handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        let (actor, handle) = Actor::spawn(None, Fragile::steady(), ()).await.unwrap();
         slot.set(actor.clone());
         actor.kill();
         handle.await.unwrap();
@@ -289,7 +305,7 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        let (actor, _handle) = Actor::spawn(None, Echo, ()).await.unwrap();
+        let (actor, _handle) = Actor::spawn(None, Fragile::steady(), ()).await.unwrap();
         slot.set(actor.clone());
         assert_eq!(waiting.await.unwrap(), Ok(7));
         actor.kill();
@@ -299,38 +315,6 @@ mod tests {
         let started = Instant::now();
         assert_eq!(empty.ask(LONG, EchoMsg::Ping).await, Err(AskError::Unavailable("echo".into())));
         assert!(started.elapsed() >= LONG);
-    }
-
-    /// Counts the requests it takes; the first incarnation dies holding one.
-    struct Fragile {
-        taken: Arc<std::sync::atomic::AtomicUsize>,
-        dies: bool,
-    }
-
-    impl Actor for Fragile {
-        type Msg = EchoMsg;
-        type State = ();
-        type Arguments = ();
-
-        async fn pre_start(&self, _myself: ActorRef<EchoMsg>, _args: ()) -> Result<(), ActorProcessingErr> {
-            Ok(())
-        }
-
-        async fn handle(
-            &self,
-            _myself: ActorRef<EchoMsg>,
-            message: EchoMsg,
-            _state: &mut (),
-        ) -> Result<(), ActorProcessingErr> {
-            let EchoMsg::Ping(reply) = message;
-            self.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if self.dies {
-                // dies holding the reply port, after having acted on the request
-                return Err("died mid-request".into());
-            }
-            let _ = reply.send(7);
-            Ok(())
-        }
     }
 
     #[tokio::test(start_paused = true)]

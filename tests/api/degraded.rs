@@ -49,6 +49,19 @@ async fn read_paths(app: &TestApp, token: &str, first: &str, others: &[&str]) ->
     paths
 }
 
+/// A node with the sample catalogue and its cache shards marked down at their
+/// first failure (no restart, no retry for an hour).
+async fn spawn_fragile_cache() -> TestApp {
+    spawn_app_with(Backend::Sqlite, |s| {
+        s.explore.import_sample_on_start = true;
+        s.cache.shards = SHARDS;
+        s.supervision.max_restarts = 0;
+        s.supervision.down_retry_secs = 3600;
+        s.supervision.ask_timeout_ms = u64::try_from(ASK_TIMEOUT.as_millis()).unwrap();
+    })
+    .await
+}
+
 async fn status_of(app: &TestApp, token: &str, actor: &str) -> String {
     let tree = app.tree(token).await;
     find_node(&tree, actor).and_then(|n| n["status"].as_str()).unwrap_or("").to_owned()
@@ -56,14 +69,7 @@ async fn status_of(app: &TestApp, token: &str, actor: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_bypass_down_cache_shards_at_once() {
-    let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.explore.import_sample_on_start = true;
-        s.cache.shards = SHARDS;
-        s.supervision.max_restarts = 0;
-        s.supervision.down_retry_secs = 3600;
-        s.supervision.ask_timeout_ms = u64::try_from(ASK_TIMEOUT.as_millis()).unwrap();
-    })
-    .await;
+    let app = spawn_fragile_cache().await;
     let token = app.admin_token().await;
 
     // the answers with every shard up
@@ -139,14 +145,7 @@ async fn reads_bypass_down_cache_shards_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_cache_supervisor_marks_its_shards_down() {
-    let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.explore.import_sample_on_start = true;
-        s.cache.shards = SHARDS;
-        s.supervision.max_restarts = 0;
-        s.supervision.down_retry_secs = 3600;
-        s.supervision.ask_timeout_ms = u64::try_from(ASK_TIMEOUT.as_millis()).unwrap();
-    })
-    .await;
+    let app = spawn_fragile_cache().await;
     let token = app.admin_token().await;
     let paths = vec!["/api/v1/explore/items?limit=20".to_owned(), "/api/v1/explore/categories".to_owned()];
     let expected = read_all(&app, &token, &paths).await;
