@@ -136,6 +136,10 @@ pub struct Settings {
     pub explore: ExploreSettings,
     /// The Explore cache.
     pub cache: CacheSettings,
+    /// Jobs and events (RabbitMQ or embedded).
+    pub queue: QueueSettings,
+    /// Database backups.
+    pub backup: BackupSettings,
     /// The environment, from `CASTWORK_ENV` (not a key).
     #[serde(skip)]
     pub environment: Environment,
@@ -411,6 +415,134 @@ pub struct ExploreSettings {
     pub view_dedup_window_secs: u64,
     /// Most (user, item) pairs the ViewCounter remembers for that (about 40 bytes each).
     pub view_dedup_max_entries: usize,
+}
+
+/// `[queue]`: jobs, the outbox relay and events.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// `amqp://` or `amqps://` URL of RabbitMQ; empty: embedded, in-process delivery.
+    pub amqp_url: Secret,
+    /// Prefix of every exchange and queue name (`<prefix>.jobs`, `<prefix>.events`, ...).
+    pub prefix: String,
+    /// JobWorkers on this node (jobs run at once).
+    pub workers: usize,
+    /// Unacknowledged deliveries the broker hands this node at once (AMQP prefetch).
+    pub prefetch: u16,
+    /// Attempts of a failing job before it is dead-lettered and `failed`.
+    pub max_attempts: u32,
+    /// The retry delays in milliseconds, one retry queue each; attempt n waits the
+    /// n-th (the last one past the end).
+    pub retry_delays_ms: Vec<u64>,
+    /// Quorum queue delivery limit: redeliveries of one message (a worker dying each
+    /// time) before the broker dead-letters it.
+    pub delivery_limit: u32,
+    /// A running job's progress is written to the database at most this often.
+    pub progress_interval_ms: u64,
+    /// A job still running this long after it started is cancelled and its worker replaced.
+    pub job_timeout_secs: u64,
+    /// The relay looks for unpublished outbox rows this often (writes by this node also wake it).
+    pub outbox_poll_ms: u64,
+    /// Outbox rows published per batch.
+    pub outbox_batch: u64,
+    /// Published outbox rows older than this are deleted (`30m`, `12h`, `7d`).
+    pub outbox_retention: String,
+    /// Finished jobs older than this are deleted (`30m`, `12h`, `7d`).
+    pub job_retention: String,
+    /// Outbox lag past this many seconds reports the `outbox` health component degraded.
+    pub outbox_lag_alert_secs: u64,
+    /// First and longest wait between reconnects to RabbitMQ.
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// Largest job payload accepted, in bytes of JSON.
+    pub max_payload_bytes: usize,
+    /// Most jobs waiting or running at once (queued, retrying, running); past it new
+    /// jobs are refused with 503 `queue_full`.
+    pub max_pending_jobs: u64,
+    /// Directory `import_catalog` jobs may read server-side files from; empty:
+    /// `<data_dir>/imports`.
+    pub import_dir: String,
+    /// Cron schedules: each tick starts one job across all nodes.
+    pub schedules: Vec<ScheduleSettings>,
+    /// Enables the `noop_sleep` job kind (a controllable job for tests); refused in production.
+    pub test_jobs: bool,
+}
+
+/// One `[[queue.schedules]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Unique name, e.g. `nightly-backup`.
+    pub name: String,
+    /// Cron expression (5 fields, or 6 with seconds first), in UTC.
+    pub cron: String,
+    /// The job kind to start.
+    pub kind: String,
+    /// Its payload.
+    #[serde(default = "empty_object")]
+    pub payload: serde_json::Value,
+}
+
+impl ScheduleSettings {
+    /// The cron expression, parsed (seconds optional).
+    pub fn parse_cron(&self) -> Result<croner::Cron, String> {
+        croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(&self.cron)
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+/// `[backup]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Passphrase or key that encrypts archives at rest; empty: archives are not
+    /// encrypted (refused in production).
+    pub encryption_key: Secret,
+    /// Archives kept in `<data_dir>/backups/`; older ones are deleted after a backup (0: all kept).
+    pub keep: usize,
+}
+
+impl QueueSettings {
+    /// Whether jobs and events go through RabbitMQ (else in-process).
+    pub fn uses_amqp(&self) -> bool {
+        !self.amqp_url.is_empty()
+    }
+    /// `queue.outbox_retention`, validated at load.
+    pub fn outbox_retention(&self) -> Duration {
+        parse_span(&self.outbox_retention).unwrap_or(Duration::from_secs(7 * 86_400))
+    }
+    /// `queue.job_retention`, validated at load.
+    pub fn job_retention(&self) -> Duration {
+        parse_span(&self.job_retention).unwrap_or(Duration::from_secs(30 * 86_400))
+    }
+    /// The wait before retry number `attempt` (1-based).
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let index = (attempt.max(1) as usize - 1).min(self.retry_delays_ms.len().saturating_sub(1));
+        Duration::from_millis(self.retry_delays_ms.get(index).copied().unwrap_or(1000))
+    }
+}
+
+/// `30s`, `15m`, `12h`, `7d`: a span of time as the retention keys write it.
+pub fn parse_span(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    number.checked_mul(seconds).map(Duration::from_secs)
 }
 
 impl SupervisionSettings {

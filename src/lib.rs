@@ -41,6 +41,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+pub mod queue;
 pub mod runtime;
 pub mod server;
 pub mod startup;

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_create_users;
 mod m20261125_000002_create_items;
 mod m20261201_100000_create_revoked_sessions;
+mod m20261201_200000_create_jobs;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_users::Migration),
             Box::new(m20261125_000002_create_items::Migration),
             Box::new(m20261201_100000_create_revoked_sessions::Migration),
+            Box::new(m20261201_200000_create_jobs::Migration),
         ]
     }
 }

@@ -149,6 +149,7 @@ impl Settings {
         if self.health.probe_timeout_ms == 0 {
             return bad("health.probe_timeout_ms", "must be at least 1");
         }
+        self.validate_queue()?;
         let sup = &self.supervision;
         if sup.within_secs == 0 {
             return bad("supervision.within_secs", "must be at least 1");
@@ -235,6 +236,94 @@ impl Settings {
         }
         if self.explore.view_dedup_max_entries < 2 {
             return bad("explore.view_dedup_max_entries", "must be at least 2");
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// `[queue]` and `[backup]`.
+    fn validate_queue(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid { key, reason: reason.into() })
+        }
+        let queue = &self.queue;
+        let url = queue.amqp_url.expose();
+        if !url.is_empty() && !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return bad("queue.amqp_url", "must start with amqp:// or amqps:// (or be empty: embedded delivery)");
+        }
+        if queue.prefix.is_empty()
+            || queue.prefix.len() > 64
+            || !queue.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return bad("queue.prefix", "must be 1 to 64 characters of letters, digits, '-', '_' and '.'");
+        }
+        if !(1..=256).contains(&queue.workers) {
+            return bad("queue.workers", "must be between 1 and 256");
+        }
+        if queue.prefetch == 0 {
+            return bad("queue.prefetch", "must be at least 1");
+        }
+        if !(1..=100).contains(&queue.max_attempts) {
+            return bad("queue.max_attempts", "must be between 1 and 100");
+        }
+        if queue.retry_delays_ms.is_empty()
+            || queue.retry_delays_ms.len() > 16
+            || queue.retry_delays_ms.iter().any(|&ms| ms == 0 || ms > 7 * 86_400_000)
+        {
+            return bad("queue.retry_delays_ms", "must list 1 to 16 delays, each between 1 ms and 7 days");
+        }
+        if queue.delivery_limit == 0 {
+            return bad("queue.delivery_limit", "must be at least 1");
+        }
+        if queue.progress_interval_ms == 0 {
+            return bad("queue.progress_interval_ms", "must be at least 1");
+        }
+        if queue.job_timeout_secs == 0 {
+            return bad("queue.job_timeout_secs", "must be at least 1");
+        }
+        if queue.outbox_poll_ms < 10 {
+            return bad("queue.outbox_poll_ms", "must be at least 10");
+        }
+        if !(1..=10_000).contains(&queue.outbox_batch) {
+            return bad("queue.outbox_batch", "must be between 1 and 10000");
+        }
+        if parse_span(&queue.outbox_retention).is_none() {
+            return bad("queue.outbox_retention", "must be a number and a unit: s, m, h or d (e.g. \"7d\")");
+        }
+        if parse_span(&queue.job_retention).is_none() {
+            return bad("queue.job_retention", "must be a number and a unit: s, m, h or d (e.g. \"30d\")");
+        }
+        if queue.reconnect_initial_ms == 0 || queue.reconnect_max_ms < queue.reconnect_initial_ms {
+            return bad(
+                "queue.reconnect_max_ms",
+                "must be at least queue.reconnect_initial_ms, which must be at least 1",
+            );
+        }
+        if !(2..=16 * 1024 * 1024).contains(&queue.max_payload_bytes) {
+            return bad("queue.max_payload_bytes", "must be between 2 and 16777216");
+        }
+        if queue.max_pending_jobs == 0 {
+            return bad("queue.max_pending_jobs", "must be at least 1");
+        }
+        if self.environment.is_production() && queue.test_jobs {
+            return bad("queue.test_jobs", "must be false in production");
+        }
+        let mut names = std::collections::HashSet::new();
+        for schedule in &queue.schedules {
+            if schedule.name.is_empty() || !names.insert(schedule.name.as_str()) {
+                return bad("queue.schedules", format!("names must be unique and not empty: {:?}", schedule.name));
+            }
+            if let Err(reason) = schedule.parse_cron() {
+                return bad("queue.schedules", format!("{}: cron {:?}: {reason}", schedule.name, schedule.cron));
+            }
+            // the kind is checked against the registered handlers when the queue starts
+        }
+        if self.environment.is_production() && self.backup.encryption_key.is_empty() {
+            return bad(
+                "backup.encryption_key",
+                "is required in production: backups hold every user's password hash",
+            );
         }
         Ok(())
     }

@@ -2,6 +2,9 @@
 
 pub mod item;
 pub mod item_tag;
+pub mod job;
+pub mod job_schedule_run;
+pub mod lease;
 pub mod outbox;
 pub mod refresh_token;
 pub mod revoked_session;
