@@ -242,6 +242,106 @@ pub const EVENTS_SUBSCRIBER_FAILURES_TOTAL: &str = "castwork_events_subscriber_f
 /// subscriber.
 pub const EVENTS_LAGGED_TOTAL: &str = "castwork_events_lagged_total";
 
+/// Jobs created, by kind.
+pub const JOBS_SUBMITTED_TOTAL: &str = "castwork_jobs_submitted_total";
+/// Job attempts ended, by kind and outcome (`succeeded`, `retrying`, `failed`, `cancelled`).
+pub const JOBS_FINISHED_TOTAL: &str = "castwork_jobs_finished_total";
+/// Job attempt duration in seconds, by kind and outcome.
+pub const JOB_DURATION_SECONDS: &str = "castwork_job_duration_seconds";
+/// JobWorkers running a job now.
+pub const JOB_WORKERS_BUSY: &str = "castwork_job_workers_busy";
+/// Deliveries of a job another worker holds, put off until its lease runs out.
+pub const JOBS_DEFERRED_TOTAL: &str = "castwork_jobs_deferred_total";
+/// Outbox rows published (their publish confirmed), by route.
+pub const OUTBOX_PUBLISHED_TOTAL: &str = "castwork_outbox_published_total";
+/// Outbox publishes that failed (the row stays and is tried again).
+pub const OUTBOX_PUBLISH_FAILURES_TOTAL: &str = "castwork_outbox_publish_failures_total";
+/// Age in seconds of the oldest unpublished outbox row (0 when none).
+pub const OUTBOX_LAG_SECONDS: &str = "castwork_outbox_lag_seconds";
+/// Unpublished outbox rows.
+pub const OUTBOX_UNPUBLISHED_ROWS: &str = "castwork_outbox_unpublished_rows";
+/// Rows deleted by retention, by table (`outbox`, `jobs`).
+pub const QUEUE_PRUNED_TOTAL: &str = "castwork_queue_pruned_total";
+/// Received events, by type and outcome (`applied`, `duplicate`, `undecodable`).
+pub const EVENTS_RECEIVED_TOTAL: &str = "castwork_events_received_total";
+/// Messages published to the carrier (RabbitMQ, or in process), by route (`work`, `retry`, `dead`, `event`).
+pub const AMQP_PUBLISHED_TOTAL: &str = "castwork_amqp_published_total";
+/// Deliveries acknowledged.
+pub const AMQP_ACKED_TOTAL: &str = "castwork_amqp_acked_total";
+/// Deliveries given back unsettled and delivered again.
+pub const AMQP_REDELIVERED_TOTAL: &str = "castwork_amqp_redelivered_total";
+/// Messages sent to the dead-letter queue.
+pub const AMQP_DEAD_LETTERED_TOTAL: &str = "castwork_amqp_dead_lettered_total";
+
+/// Counts a job created.
+pub fn job_submitted(kind: &str) {
+    metrics::counter!(JOBS_SUBMITTED_TOTAL, "kind" => kind.to_owned()).increment(1);
+}
+
+/// Records an attempt's end.
+pub fn job_finished(kind: &str, outcome: &'static str, elapsed: Duration) {
+    metrics::counter!(JOBS_FINISHED_TOTAL, "kind" => kind.to_owned(), "outcome" => outcome).increment(1);
+    metrics::histogram!(JOB_DURATION_SECONDS, "kind" => kind.to_owned(), "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+/// One more (`1.0`) or one fewer (`-1.0`) busy worker.
+pub fn job_workers_busy(delta: f64) {
+    metrics::gauge!(JOB_WORKERS_BUSY).increment(delta);
+}
+
+/// Counts a delivery put off.
+pub fn job_deferred() {
+    metrics::counter!(JOBS_DEFERRED_TOTAL).increment(1);
+}
+
+/// Counts outbox rows published.
+pub fn outbox_published(route: &'static str, count: u64) {
+    metrics::counter!(OUTBOX_PUBLISHED_TOTAL, "route" => route).increment(count);
+}
+
+/// Counts an outbox publish that failed.
+pub fn outbox_publish_failure() {
+    metrics::counter!(OUTBOX_PUBLISH_FAILURES_TOTAL).increment(1);
+}
+
+/// The outbox's lag and backlog now.
+pub fn outbox_lag(seconds: f64, rows: u64) {
+    metrics::gauge!(OUTBOX_LAG_SECONDS).set(seconds);
+    metrics::gauge!(OUTBOX_UNPUBLISHED_ROWS).set(rows as f64);
+}
+
+/// Counts rows deleted by retention.
+pub fn queue_pruned(table: &'static str, count: u64) {
+    metrics::counter!(QUEUE_PRUNED_TOTAL, "table" => table).increment(count);
+}
+
+/// Counts a received event.
+pub fn event_received(event_type: &str, outcome: &'static str) {
+    metrics::counter!(EVENTS_RECEIVED_TOTAL, "type" => event_type.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Counts a published message.
+pub fn amqp_published(route: &'static str) {
+    metrics::counter!(AMQP_PUBLISHED_TOTAL, "route" => route).increment(1);
+}
+
+/// Counts an acknowledged delivery.
+pub fn amqp_acked() {
+    metrics::counter!(AMQP_ACKED_TOTAL).increment(1);
+}
+
+/// Counts a delivery given back.
+pub fn amqp_redelivered() {
+    metrics::counter!(AMQP_REDELIVERED_TOTAL).increment(1);
+}
+
+/// Counts a dead-lettered message.
+pub fn amqp_dead_lettered() {
+    metrics::counter!(AMQP_DEAD_LETTERED_TOTAL).increment(1);
+}
+
 /// Counts one published event.
 pub fn events_published(bus: &'static str) {
     metrics::counter!(EVENTS_PUBLISHED_TOTAL, "bus" => bus).increment(1);

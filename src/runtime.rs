@@ -22,12 +22,14 @@ use crate::explore::ExploreService;
 use crate::explore::views::ViewMsg;
 use crate::health::probe::DatabaseProbe;
 use crate::health::{HealthMsg, Probe};
+use crate::queue::Queue;
+use crate::queue::tree::QueueParts;
 use crate::supervision::events::LifecycleEvents;
 use crate::supervision::root::RootTree;
 use crate::supervision::slot::ActorSlot;
 use crate::supervision::supervisor::{ChaosAction, ChaosError};
 use crate::supervision::tree::ActorNode;
-use crate::{auth, cache, explore, health};
+use crate::{auth, cache, explore, health, queue};
 
 /// What the concerns are built over.
 pub struct Parts {
@@ -36,6 +38,8 @@ pub struct Parts {
     /// `None` when the cache is disabled.
     pub cache: Option<Cache>,
     pub revocations: Arc<Revocations>,
+    /// Jobs and events.
+    pub queue: QueueParts,
 }
 
 /// The running actor tree of one node, and where handlers find its actors.
@@ -45,17 +49,21 @@ pub struct Runtime {
     pub health: ActorSlot<HealthMsg>,
     /// Where handlers find the current ViewCounter.
     pub views: ActorSlot<ViewMsg>,
+    /// Jobs: submit, read, cancel, watch.
+    pub queue: Queue,
 }
 
 impl Runtime {
     /// Starts the root supervisor over every concern's subtree.
     pub async fn start(settings: &Settings, parts: Parts) -> Result<Self, SpawnErr> {
-        let Parts { db, explore, cache, revocations } = parts;
+        let Parts { db, explore, cache, revocations, queue } = parts;
         let redis = cache.as_ref().and_then(Cache::l2).cloned();
         let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe::new(db))];
         if let Some(l2) = &redis {
             probes.push(Arc::new(RedisProbe::new(l2.clone())));
         }
+        probes.extend(queue.probes.iter().cloned());
+        let handle = queue.queue.clone();
         let health = ActorSlot::<HealthMsg>::new("health");
         let views = ActorSlot::<ViewMsg>::new("views");
         let mut children = vec![
@@ -66,8 +74,9 @@ impl Runtime {
         if let Some(cache) = cache {
             children.push(cache::tree::child_spec(settings, cache));
         }
+        children.push(queue::tree::child_spec(settings, queue));
         let tree = RootTree::start(settings.supervisor("root"), children).await?;
-        Ok(Self { tree, health, views })
+        Ok(Self { tree, health, views, queue: handle })
     }
 
     /// Owns a background task of the node under `name`, so shutdown lets it finish

@@ -39,6 +39,8 @@ pub enum StartupError {
     Bind { address: String, source: std::io::Error },
     #[error("failed to set up the cache: {0}")]
     Cache(String),
+    #[error("failed to set up jobs: {0}")]
+    Queue(#[from] crate::queue::tree::QueueSetupError),
 }
 
 /// A built node, bound to its port, not yet serving.
@@ -101,9 +103,19 @@ impl Application {
         // the cache subscribes before anything writes, so the sample import below
         // invalidates pages a previous run may have left in Redis
         let cache = build_cache(&settings, hooks.load_gate).await?;
+        // item changes other processes commit, as the outbox relay brings them
+        let remote_changes = crate::explore::change::change_bus();
         if let Some(cache) = &cache {
             CacheSink { cache: cache.clone() }.subscribe(explore.changes());
+            CacheSink { cache: cache.clone() }.subscribe(&remote_changes);
         }
+        // this node's own writes wake the relay at once
+        let outbox_written = Arc::new(tokio::sync::Notify::new());
+        let wake = outbox_written.clone();
+        explore.changes().on_publish("outbox-relay", move |_| {
+            wake.notify_one();
+            Box::pin(async {})
+        });
         if settings.explore.import_sample_on_start {
             match import::import_sample_if_empty(&db, explore.changes()).await {
                 Ok(Some(summary)) => {
@@ -124,9 +136,20 @@ impl Application {
         }
         let cached = CachedExplore::new(explore.clone(), cache.clone(), Ttls::from_settings(&settings.cache));
         let revocations = auth.revocations().clone();
+        let deps = crate::queue::kinds::KindDeps {
+            settings: settings.clone(),
+            db: db.clone(),
+            explore: explore.clone(),
+            cached: cached.clone(),
+        };
+        let queue =
+            crate::queue::tree::build(&settings, db.clone(), remote_changes, outbox_written, &deps).await?;
         let runtime = Arc::new(
-            Runtime::start(&settings, Parts { db: db.clone(), explore, cache: cache.clone(), revocations })
-                .await?,
+            Runtime::start(
+                &settings,
+                Parts { db: db.clone(), explore, cache: cache.clone(), revocations, queue },
+            )
+            .await?,
         );
         if let Some(cache) = cache.as_ref().filter(|c| c.l2().is_some())
             && !cache.wait_subscribed(Duration::from_secs(3)).await

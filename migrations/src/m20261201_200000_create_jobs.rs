@@ -27,6 +27,8 @@ enum Jobs {
     CreatedBy,
     IdempotencyKey,
     CancelRequested,
+    LockedBy,
+    LockedUntil,
     CreatedAt,
     UpdatedAt,
     StartedAt,
@@ -73,6 +75,8 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Jobs::CreatedBy).text().not_null())
                     .col(ColumnDef::new(Jobs::IdempotencyKey).text().null().unique_key())
                     .col(ColumnDef::new(Jobs::CancelRequested).boolean().not_null().default(false))
+                    .col(ColumnDef::new(Jobs::LockedBy).text().null())
+                    .col(ColumnDef::new(Jobs::LockedUntil).timestamp_with_time_zone().null())
                     .col(ColumnDef::new(Jobs::CreatedAt).timestamp_with_time_zone().not_null())
                     .col(ColumnDef::new(Jobs::UpdatedAt).timestamp_with_time_zone().not_null())
                     .col(ColumnDef::new(Jobs::StartedAt).timestamp_with_time_zone().null())
@@ -120,7 +124,8 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in [Jobs::Table.into_iden(), JobScheduleRuns::Table.into_iden(), Leases::Table.into_iden()] {
+        for table in [Jobs::Table.into_iden(), JobScheduleRuns::Table.into_iden(), Leases::Table.into_iden()]
+        {
             manager.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
         }
         Ok(())

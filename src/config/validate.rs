@@ -250,7 +250,10 @@ impl Settings {
         let queue = &self.queue;
         let url = queue.amqp_url.expose();
         if !url.is_empty() && !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            return bad("queue.amqp_url", "must start with amqp:// or amqps:// (or be empty: embedded delivery)");
+            return bad(
+                "queue.amqp_url",
+                "must start with amqp:// or amqps:// (or be empty: embedded delivery)",
+            );
         }
         if queue.prefix.is_empty()
             || queue.prefix.len() > 64
@@ -312,10 +315,16 @@ impl Settings {
         let mut names = std::collections::HashSet::new();
         for schedule in &queue.schedules {
             if schedule.name.is_empty() || !names.insert(schedule.name.as_str()) {
-                return bad("queue.schedules", format!("names must be unique and not empty: {:?}", schedule.name));
+                return bad(
+                    "queue.schedules",
+                    format!("names must be unique and not empty: {:?}", schedule.name),
+                );
             }
             if let Err(reason) = schedule.parse_cron() {
-                return bad("queue.schedules", format!("{}: cron {:?}: {reason}", schedule.name, schedule.cron));
+                return bad(
+                    "queue.schedules",
+                    format!("{}: cron {:?}: {reason}", schedule.name, schedule.cron),
+                );
             }
             // the kind is checked against the registered handlers when the queue starts
         }

@@ -37,6 +37,17 @@ pub struct HealthBody {
     pub components: BTreeMap<String, ComponentHealth>,
     /// Names of supervised actors that are down.
     pub actors_down: Vec<String>,
+    /// How jobs and events travel.
+    pub queue: QueueMode,
+}
+
+/// `queue` in `GET /health`.
+#[derive(Serialize, ToSchema)]
+pub struct QueueMode {
+    /// `amqp` (RabbitMQ: jobs and events reach every node) or `embedded` (in
+    /// process: this node's jobs run here and its events reach only itself).
+    #[schema(example = "embedded")]
+    pub mode: &'static str,
 }
 
 /// 200 while the process runs.
@@ -179,6 +190,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         uptime_secs: state.uptime().as_secs(),
         components,
         actors_down,
+        queue: QueueMode { mode: if state.runtime().queue.embedded() { "embedded" } else { "amqp" } },
     };
     let code = if status == Overall::Down { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(body)).into_response()

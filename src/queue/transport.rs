@@ -50,7 +50,7 @@ pub enum PublishError {
 }
 
 /// How a delivery is settled with whatever carried it.
-pub trait Settle: Send + 'static {
+pub trait Settle: Send + Sync + 'static {
     /// Done: remove the message.
     fn ack(self: Box<Self>) -> futures::future::BoxFuture<'static, ()>;
     /// Never deliverable: to the dead-letter queue.
@@ -138,4 +138,12 @@ impl Names {
     pub fn retry_queue(&self, delay: Duration) -> String {
         format!("{}.retry.{}", self.prefix, delay.as_millis())
     }
+}
+
+/// The receiving ends a carrier delivers into: jobs for the workers, events for
+/// the node's event consumer. Bounded: a full channel makes the carrier wait
+/// (RabbitMQ holds the rest under the prefetch limit).
+pub struct Consumers {
+    pub work: tokio::sync::mpsc::Receiver<Delivery>,
+    pub events: tokio::sync::mpsc::Receiver<Delivery>,
 }

@@ -34,6 +34,11 @@ pub struct Model {
     #[sea_orm(column_type = "Text", nullable, unique)]
     pub idempotency_key: Option<String>,
     pub cancel_requested: bool,
+    /// The worker (node and slot) running it now.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub locked_by: Option<String>,
+    /// Its lease: past this, another worker may take the job over.
+    pub locked_until: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
