@@ -24,6 +24,9 @@ pub mod transport;
 pub mod tree;
 pub mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use serde_json::Value;

@@ -2,6 +2,7 @@
 
 use super::*;
 use figment::providers::Serialized;
+use serde_json::json;
 
 fn base() -> Figment {
     Figment::new().merge(Toml::string(DEFAULTS))
@@ -121,9 +122,48 @@ fn production_refuses_a_low_entropy_secret() {
 #[test]
 fn production_accepts_a_generated_secret() {
     let secret = "q8Jm0nV3y+1cXo9rT2fLwZ5bE7dKhA4sG6uYiP0jN2eR8tW1vB3xC5zM7lQ9aF0o";
-    let figment = base().merge(Serialized::default("auth.jwt_secret", secret));
+    let figment = base()
+        .merge(Serialized::default("auth.jwt_secret", secret))
+        .merge(Serialized::default("backup.encryption_key", "a long backup passphrase nobody guesses"));
     let s = Settings::from_figment_in(figment, Environment::Production).unwrap();
     assert_eq!(s.environment, Environment::Production);
+}
+
+#[test]
+fn production_refuses_unencrypted_backups_and_test_jobs() {
+    let secret = "q8Jm0nV3y+1cXo9rT2fLwZ5bE7dKhA4sG6uYiP0jN2eR8tW1vB3xC5zM7lQ9aF0o";
+    let figment = base().merge(Serialized::default("auth.jwt_secret", secret));
+    let err = Settings::from_figment_in(figment.clone(), Environment::Production).unwrap_err();
+    assert!(err.to_string().contains("backup.encryption_key"), "{err}");
+    let figment = figment
+        .merge(Serialized::default("backup.encryption_key", "a long backup passphrase nobody guesses"))
+        .merge(Serialized::default("queue.test_jobs", true));
+    let err = Settings::from_figment_in(figment, Environment::Production).unwrap_err();
+    assert!(err.to_string().contains("queue.test_jobs"), "{err}");
+}
+
+#[test]
+fn queue_settings_are_checked_by_name() {
+    for (key, value, expected) in [
+        ("queue.amqp_url", json!("http://rabbit"), "queue.amqp_url"),
+        ("queue.prefix", json!("no spaces"), "queue.prefix"),
+        ("queue.workers", json!(0), "queue.workers"),
+        ("queue.retry_delays_ms", json!([]), "queue.retry_delays_ms"),
+        ("queue.outbox_retention", json!("7 weeks"), "queue.outbox_retention"),
+        ("queue.job_retention", json!("d"), "queue.job_retention"),
+        ("queue.max_attempts", json!(0), "queue.max_attempts"),
+    ] {
+        let err = Settings::from_figment(base().merge(Serialized::default(key, value))).unwrap_err();
+        assert!(err.to_string().contains(expected), "{key}: {err}");
+    }
+    let schedule = json!([{ "name": "x", "cron": "not cron", "kind": "backup" }]);
+    let err =
+        Settings::from_figment(base().merge(Serialized::default("queue.schedules", schedule))).unwrap_err();
+    assert!(err.to_string().contains("queue.schedules") && err.to_string().contains("x"), "{err}");
+    assert_eq!(parse_span("7d"), Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!(parse_span("90m"), Some(Duration::from_secs(5_400)));
+    assert_eq!(parse_span("12"), None);
+    assert_eq!(parse_span("-1h"), None);
 }
 
 #[test]

@@ -25,6 +25,7 @@ pub struct LocalBroker {
     work: mpsc::Sender<Delivery>,
     events: mpsc::Sender<Delivery>,
     dead: Arc<AtomicU64>,
+    published_events: Arc<AtomicU64>,
 }
 
 /// Events waiting for the node's consumer before publishing waits.
@@ -35,7 +36,7 @@ impl LocalBroker {
     pub fn new(work_capacity: usize) -> (Self, Consumers) {
         let (work, work_rx) = mpsc::channel(work_capacity.max(1));
         let (events, events_rx) = mpsc::channel(EVENTS_CAPACITY);
-        let broker = Self { work, events, dead: Arc::new(AtomicU64::new(0)) };
+        let broker = Self { work, events, dead: Arc::default(), published_events: Arc::default() };
         (broker, Consumers { work: work_rx, events: events_rx })
     }
 
@@ -67,10 +68,19 @@ impl LocalBroker {
             Route::Event(_) => {
                 let settle = Box::new(Noop);
                 self.events.try_send(Delivery::new(Some(id), body, false, settle)).map_err(|e| {
-                    PublishError::Unavailable(format!("the event channel is {}", full_or_closed(&e)))
-                })
+                    let reason = full_or_closed(&e);
+                    e.into_inner().disarm();
+                    PublishError::Unavailable(format!("the event channel is {reason}"))
+                })?;
+                self.published_events.fetch_add(1, Ordering::Relaxed);
+                Ok(())
             }
         }
+    }
+
+    /// Events published so far.
+    pub fn events_published(&self) -> u64 {
+        self.published_events.load(Ordering::Relaxed)
     }
 
     /// Messages dead-lettered so far.
@@ -80,9 +90,12 @@ impl LocalBroker {
 
     fn deliver_work(&self, id: String, body: Bytes, redelivered: bool) -> Result<(), PublishError> {
         let settle = Box::new(LocalSettle { broker: self.clone(), id: id.clone(), body: body.clone() });
-        self.work
-            .try_send(Delivery::new(Some(id), body, redelivered, settle))
-            .map_err(|e| PublishError::Unavailable(format!("the local job queue is {}", full_or_closed(&e))))
+        self.work.try_send(Delivery::new(Some(id), body, redelivered, settle)).map_err(|e| {
+            let reason = full_or_closed(&e);
+            // not handed out: dropping it must not queue it again
+            e.into_inner().disarm();
+            PublishError::Unavailable(format!("the local job queue is {reason}"))
+        })
     }
 }
 

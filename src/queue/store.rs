@@ -527,9 +527,15 @@ impl JobStore {
     pub async fn orphans(&self, limit: u64) -> Result<Vec<job::Model>, StoreError> {
         let now = Utc::now();
         Ok(job::Entity::find()
-            .filter(Condition::any().add(job::Column::State.is_in(["queued", "retrying"])).add(
-                Condition::all().add(job::Column::State.eq("running")).add(job::Column::LockedUntil.lt(now)),
-            ))
+            .filter(
+                Condition::any().add(job::Column::State.is_in(["queued", "retrying"])).add(
+                    Condition::all().add(job::Column::State.eq("running")).add(
+                        Condition::any()
+                            .add(job::Column::LockedUntil.is_null())
+                            .add(job::Column::LockedUntil.lt(now)),
+                    ),
+                ),
+            )
             .order_by_asc(job::Column::CreatedAt)
             .limit(limit)
             .all(&self.db)

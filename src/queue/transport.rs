@@ -82,6 +82,12 @@ impl Delivery {
         }
     }
 
+    /// Forgets how to settle it (a delivery that was never handed out): dropping
+    /// it then gives nothing back.
+    pub fn disarm(mut self) {
+        self.settle = None;
+    }
+
     /// Sends it to the dead-letter queue.
     pub async fn dead_letter(mut self) {
         if let Some(settle) = self.settle.take() {
