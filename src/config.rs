@@ -42,16 +42,19 @@ pub mod env {
     pub const TEST_PG_URL: &str = "CASTWORK_TEST_PG_URL";
     /// Redis the integration tests use (default `redis://127.0.0.1:6379`).
     pub const TEST_REDIS_URL: &str = "CASTWORK_TEST_REDIS_URL";
+    /// RabbitMQ the queue tests use (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    pub const TEST_AMQP_URL: &str = "CASTWORK_TEST_AMQP_URL";
     /// Catalogue the whole-catalogue import test reads (default `assets/arxiv/catalog.jsonl.gz`).
     pub const TEST_CATALOG: &str = "CASTWORK_TEST_CATALOG";
     /// Keys under [`PREFIX`] that are not configuration keys.
-    pub(super) const NOT_KEYS: [&str; 7] = [
+    pub(super) const NOT_KEYS: [&str; 8] = [
         "env",
         "config_dir",
         "bootstrap_admin_password",
         "user_password",
         "test_pg_url",
         "test_redis_url",
+        "test_amqp_url",
         "test_catalog",
     ];
 }

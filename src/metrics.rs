@@ -264,14 +264,6 @@ pub const OUTBOX_UNPUBLISHED_ROWS: &str = "castwork_outbox_unpublished_rows";
 pub const QUEUE_PRUNED_TOTAL: &str = "castwork_queue_pruned_total";
 /// Received events, by type and outcome (`applied`, `duplicate`, `undecodable`).
 pub const EVENTS_RECEIVED_TOTAL: &str = "castwork_events_received_total";
-/// Messages published to the carrier (RabbitMQ, or in process), by route (`work`, `retry`, `dead`, `event`).
-pub const AMQP_PUBLISHED_TOTAL: &str = "castwork_amqp_published_total";
-/// Deliveries acknowledged.
-pub const AMQP_ACKED_TOTAL: &str = "castwork_amqp_acked_total";
-/// Deliveries given back unsettled and delivered again.
-pub const AMQP_REDELIVERED_TOTAL: &str = "castwork_amqp_redelivered_total";
-/// Messages sent to the dead-letter queue.
-pub const AMQP_DEAD_LETTERED_TOTAL: &str = "castwork_amqp_dead_lettered_total";
 
 /// Counts a job created.
 pub fn job_submitted(kind: &str) {
@@ -322,25 +314,13 @@ pub fn event_received(event_type: &str, outcome: &'static str) {
         .increment(1);
 }
 
-/// Counts a published message.
-pub fn amqp_published(route: &'static str) {
-    metrics::counter!(AMQP_PUBLISHED_TOTAL, "route" => route).increment(1);
-}
 
-/// Counts an acknowledged delivery.
-pub fn amqp_acked() {
-    metrics::counter!(AMQP_ACKED_TOTAL).increment(1);
-}
 
 /// Counts a delivery given back.
 pub fn amqp_redelivered() {
     metrics::counter!(AMQP_REDELIVERED_TOTAL).increment(1);
 }
 
-/// Counts a dead-lettered message.
-pub fn amqp_dead_lettered() {
-    metrics::counter!(AMQP_DEAD_LETTERED_TOTAL).increment(1);
-}
 
 /// Counts one published event.
 pub fn events_published(bus: &'static str) {
@@ -518,6 +498,68 @@ pub fn http_request_refused(reason: &'static str) {
 /// Counts a replaced request id.
 pub fn http_request_id_replaced() {
     metrics::counter!(HTTP_REQUEST_IDS_REPLACED_TOTAL).increment(1);
+}
+
+/// Messages sent to RabbitMQ, by route (`work`, `retry`, `dead`, `event`).
+pub const AMQP_PUBLISHED_TOTAL: &str = "castwork_amqp_published_total";
+/// Publishes RabbitMQ confirmed.
+pub const AMQP_CONFIRMED_TOTAL: &str = "castwork_amqp_confirmed_total";
+/// Publishes RabbitMQ refused (a negative confirm) or returned as unroutable.
+pub const AMQP_NACKED_TOTAL: &str = "castwork_amqp_nacked_total";
+/// Deliveries received from RabbitMQ, by queue (`work`, `events`).
+pub const AMQP_CONSUMED_TOTAL: &str = "castwork_amqp_consumed_total";
+/// Deliveries acknowledged to RabbitMQ.
+pub const AMQP_ACKED_TOTAL: &str = "castwork_amqp_acked_total";
+/// Work deliveries sent on to the dead-letter queue.
+pub const AMQP_DEAD_LETTERED_TOTAL: &str = "castwork_amqp_dead_lettered_total";
+/// Deliveries RabbitMQ marked as delivered before.
+pub const AMQP_REDELIVERED_TOTAL: &str = "castwork_amqp_redelivered_total";
+/// 1 while the node is connected to RabbitMQ (topology declared, consumers running), else 0.
+pub const AMQP_CONNECTED: &str = "castwork_amqp_connected";
+/// Connections to RabbitMQ established again after a loss or a failed attempt.
+pub const AMQP_RECONNECTS_TOTAL: &str = "castwork_amqp_reconnects_total";
+
+/// Counts a message sent to RabbitMQ.
+pub fn amqp_published(route: &'static str) {
+    metrics::counter!(AMQP_PUBLISHED_TOTAL, "route" => route).increment(1);
+}
+
+/// Counts a publish confirmed by RabbitMQ.
+pub fn amqp_confirmed() {
+    metrics::counter!(AMQP_CONFIRMED_TOTAL).increment(1);
+}
+
+/// Counts a publish RabbitMQ refused or returned.
+pub fn amqp_nacked() {
+    metrics::counter!(AMQP_NACKED_TOTAL).increment(1);
+}
+
+/// Counts a delivery received, and whether it was a redelivery.
+pub fn amqp_consumed(queue: &'static str, redelivered: bool) {
+    metrics::counter!(AMQP_CONSUMED_TOTAL, "queue" => queue).increment(1);
+    if redelivered {
+        metrics::counter!(AMQP_REDELIVERED_TOTAL).increment(1);
+    }
+}
+
+/// Counts a delivery acknowledged.
+pub fn amqp_acked() {
+    metrics::counter!(AMQP_ACKED_TOTAL).increment(1);
+}
+
+/// Counts a work delivery sent on to the dead-letter queue.
+pub fn amqp_dead_lettered() {
+    metrics::counter!(AMQP_DEAD_LETTERED_TOTAL).increment(1);
+}
+
+/// Sets whether the node is connected to RabbitMQ.
+pub fn amqp_connected(connected: bool) {
+    metrics::gauge!(AMQP_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+}
+
+/// Counts a connection to RabbitMQ established again.
+pub fn amqp_reconnect() {
+    metrics::counter!(AMQP_RECONNECTS_TOTAL).increment(1);
 }
 
 /// The request counter and latency histogram of one (route, method, status) series.

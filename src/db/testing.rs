@@ -22,6 +22,9 @@ pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Redis the tests use, when `CASTWORK_TEST_REDIS_URL` is unset.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
+/// RabbitMQ the tests use, when `CASTWORK_TEST_AMQP_URL` is unset.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -49,6 +52,25 @@ pub fn redis_address() -> String {
 
 /// A key prefix of one test's own in the shared Redis.
 pub fn redis_prefix() -> String {
+    format!("castwork-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The RabbitMQ the tests share (`CASTWORK_TEST_AMQP_URL`); each test keeps to its own
+/// [`amqp_prefix`] of exchange and queue names.
+pub fn amqp_url() -> String {
+    std::env::var(env::TEST_AMQP_URL).unwrap_or_else(|_| DEFAULT_AMQP_URL.to_owned())
+}
+
+/// `host:port` of [`amqp_url`], for tests that put a proxy in front of it.
+pub fn amqp_address() -> String {
+    let url = url::Url::parse(&amqp_url()).expect("CASTWORK_TEST_AMQP_URL is a URL");
+    let host = url.host_str().expect("CASTWORK_TEST_AMQP_URL names a host");
+    let default_port = if url.scheme() == "amqps" { 5671 } else { 5672 };
+    format!("{host}:{}", url.port().unwrap_or(default_port))
+}
+
+/// A prefix of exchange and queue names of one test's own in the shared RabbitMQ.
+pub fn amqp_prefix() -> String {
     format!("castwork-test-{}", uuid::Uuid::new_v4().simple())
 }
 

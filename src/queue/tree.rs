@@ -22,6 +22,7 @@ use sea_orm::DatabaseConnection;
 use serde_json::json;
 use tokio::sync::{Mutex, Notify};
 
+use super::bridge::{Bridge, BridgeConfig};
 use super::broker::Broker;
 use super::consumer::{self, Seen, Sinks};
 use super::local::LocalBroker;
@@ -106,8 +107,11 @@ pub async fn build(
     let mut probes: Vec<Arc<dyn Probe>> =
         vec![Arc::new(relay::OutboxProbe::new(lag.clone(), Duration::from_secs(q.outbox_lag_alert_secs)))];
     let (broker, consumers, bridge) = if q.uses_amqp() {
-        let (bridge, consumers, child, probe) = super::bridge::parts(settings);
-        probes.push(probe);
+        let config = BridgeConfig::from_settings(q);
+        let (bridge, consumers) = Bridge::new(&config);
+        probes.push(Arc::new(bridge.probe()));
+        let handle = bridge.clone();
+        let child: BridgeChild = Arc::new(move || super::bridge::child_spec(config.clone(), handle.clone()));
         (Broker::Amqp(bridge), consumers, Some(child))
     } else {
         let capacity = usize::try_from(q.max_pending_jobs).unwrap_or(usize::MAX).saturating_add(q.workers);
