@@ -53,10 +53,16 @@ async fn main() -> anyhow::Result<()> {
     let n: usize = args.get(2).map(|s| s.parse()).transpose().context("N must be a number")?.unwrap_or(2000);
     match what {
         "jobs" => {
-            let body = json!({ "v": 1, "job_id": uuid::Uuid::new_v4().to_string(), "kind": "noop_sleep" }).to_string();
+            let body = json!({ "v": 1, "job_id": uuid::Uuid::new_v4().to_string(), "kind": "noop_sleep" })
+                .to_string();
             let raw = raw_work(n, body.len()).await?;
             let castwork = castwork_jobs(n).await?;
-            println!("RESULT jobs n={n} raw_per_sec={:.0} castwork_per_sec={:.0} ratio={:.2}", raw, castwork, castwork / raw);
+            println!(
+                "RESULT jobs n={n} raw_per_sec={:.0} castwork_per_sec={:.0} ratio={:.2}",
+                raw,
+                castwork,
+                castwork / raw
+            );
         }
         "events" => {
             let raw = raw_events(n, 260).await?;
@@ -86,9 +92,20 @@ async fn raw_work(n: usize, size: usize) -> anyhow::Result<f64> {
     let queue = format!("bench-raw-{}", uuid::Uuid::new_v4().simple());
     let mut arguments = FieldTable::default();
     arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    publish.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, arguments).await?;
+    publish
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            arguments,
+        )
+        .await?;
     let mut consumer = consume
-        .basic_consume(queue.as_str().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let payload = vec![b'x'; size];
     let started = Instant::now();
@@ -107,7 +124,13 @@ async fn raw_work(n: usize, size: usize) -> anyhow::Result<f64> {
             let (publish, queue, payload, properties) = (&publish, &queue, &payload, properties.clone());
             async move {
                 publish
-                    .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), payload, properties)
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        payload,
+                        properties,
+                    )
                     .await?
                     .await
             }
@@ -132,7 +155,12 @@ async fn raw_events(n: usize, size: usize) -> anyhow::Result<f64> {
     publish.confirm_select(ConfirmSelectOptions::default()).await?;
     let exchange = format!("bench-raw-events-{}", uuid::Uuid::new_v4().simple());
     publish
-        .exchange_declare(exchange.as_str().into(), ExchangeKind::Topic, ExchangeDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default())
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions { auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?;
     let mut consumer = bound_consumer(&conn, &exchange).await?;
     let payload = vec![b'x'; size];
@@ -149,10 +177,17 @@ async fn raw_events(n: usize, size: usize) -> anyhow::Result<f64> {
     let properties = BasicProperties::default().with_delivery_mode(2);
     futures::stream::iter(0..n)
         .map(|_| {
-            let (publish, exchange, payload, properties) = (&publish, &exchange, &payload, properties.clone());
+            let (publish, exchange, payload, properties) =
+                (&publish, &exchange, &payload, properties.clone());
             async move {
                 publish
-                    .basic_publish(exchange.as_str().into(), "test.event".into(), BasicPublishOptions::default(), payload, properties)
+                    .basic_publish(
+                        exchange.as_str().into(),
+                        "test.event".into(),
+                        BasicPublishOptions::default(),
+                        payload,
+                        properties,
+                    )
                     .await?
                     .await
             }
@@ -171,11 +206,28 @@ async fn bound_consumer(conn: &Connection, exchange: &str) -> anyhow::Result<lap
     let channel = conn.create_channel().await?;
     channel.basic_qos(256, BasicQosOptions::default()).await?;
     let queue = channel
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?;
-    channel.queue_bind(queue.name().as_str().into(), exchange.into(), "#".into(), QueueBindOptions::default(), FieldTable::default()).await?;
+    channel
+        .queue_bind(
+            queue.name().as_str().into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     Ok(channel
-        .basic_consume(queue.name().as_str().into(), "bench-events".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.name().as_str().into(),
+            "bench-events".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?)
 }
 
@@ -200,7 +252,9 @@ async fn node() -> anyhow::Result<Node> {
     let explore = ExploreService::new(db.clone(), b"queue-bench-cursor-secret-0123456789");
     let cached = CachedExplore::new(explore.clone(), None, Ttls::from_settings(&settings.cache));
     let deps = kinds::KindDeps { settings: settings.clone(), db: db.clone(), explore, cached };
-    let parts = tree::build(&settings, db.clone(), change::change_bus(), Arc::new(tokio::sync::Notify::new()), &deps).await?;
+    let parts =
+        tree::build(&settings, db.clone(), change::change_bus(), Arc::new(tokio::sync::Notify::new()), &deps)
+            .await?;
     let queue = parts.queue.clone();
     let spec = tree::child_spec(&settings, parts);
     let tree = RootTree::start(settings.supervisor("root"), vec![spec]).await?;
@@ -221,7 +275,8 @@ async fn castwork_jobs(n: usize) -> anyhow::Result<f64> {
         .await;
     use castwork::db::entities::job;
     loop {
-        let done = job::Entity::find().filter(job::Column::State.eq("succeeded")).count(&node.db).await? as usize;
+        let done =
+            job::Entity::find().filter(job::Column::State.eq("succeeded")).count(&node.db).await? as usize;
         if done >= n {
             break;
         }
@@ -243,7 +298,11 @@ async fn castwork_events(n: usize) -> anyhow::Result<(f64, f64, f64)> {
     let mut consumer = bound_consumer(&conn, &format!("{}.events", node.prefix)).await?;
     let events = |count: usize| -> Vec<OutboxEvent> {
         (0..count)
-            .map(|i| OutboxEvent { event_type: "test.event", aggregate_id: format!("a{i}"), payload: json!({ "pad": "x".repeat(64) }) })
+            .map(|i| OutboxEvent {
+                event_type: "test.event",
+                aggregate_id: format!("a{i}"),
+                payload: json!({ "pad": "x".repeat(64) }),
+            })
             .collect()
     };
     for chunk in 0..n.div_ceil(1000) {
@@ -272,7 +331,9 @@ async fn castwork_events(n: usize) -> anyhow::Result<(f64, f64, f64)> {
         let Some(Ok(delivery)) = consumer.next().await else { bail!("the consumer ended") };
         let body: serde_json::Value = serde_json::from_slice(&delivery.data)?;
         let _ = delivery.ack(BasicAckOptions::default()).await;
-        if let Some(at) = body["created_at"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) {
+        if let Some(at) =
+            body["created_at"].as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        {
             let lag = chrono::Utc::now().signed_duration_since(at);
             lags.push(lag.num_microseconds().unwrap_or(0) as f64 / 1000.0);
         }

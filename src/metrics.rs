@@ -314,13 +314,10 @@ pub fn event_received(event_type: &str, outcome: &'static str) {
         .increment(1);
 }
 
-
-
 /// Counts a delivery given back.
 pub fn amqp_redelivered() {
     metrics::counter!(AMQP_REDELIVERED_TOTAL).increment(1);
 }
-
 
 /// Counts one published event.
 pub fn events_published(bus: &'static str) {

@@ -20,6 +20,8 @@ pub mod model;
 pub mod relay;
 pub mod schedule;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transport;
 pub mod tree;
 pub mod worker;

@@ -146,7 +146,6 @@ pub enum LinkState {
     Down { since: chrono::DateTime<chrono::Utc>, error: String },
 }
 
-
 /// The confirm-mode channel of the live connection, published by the actor.
 pub(crate) struct Publisher {
     pub(crate) channel: lapin::Channel,

@@ -366,3 +366,165 @@ async fn schedulers_on_two_nodes_start_each_tick_once() {
     ticks.dedup();
     assert_eq!(ticks.len(), runs.len());
 }
+
+/// A node whose jobs and events go through the local RabbitMQ under a prefix of its own.
+async fn amqp_node(
+    backend: Backend,
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestDatabase, super::testing::AmqpScope, Node) {
+    let (database, db) = TestDatabase::migrated(backend).await;
+    let mut settings = settings(&database.dir, tweak);
+    let scope = super::testing::AmqpScope::new(&settings.queue.retry_delays_ms);
+    settings.queue.amqp_url = crate::config::Secret::new(crate::db::testing::amqp_url());
+    settings.queue.prefix = scope.prefix.clone();
+    let node = Node::start(db, settings).await;
+    (database, scope, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rabbitmq_a_job_runs_end_to_end_and_a_killed_worker_resumes_from_its_checkpoint() {
+    let (_db, _scope, node) = amqp_node(Backend::Sqlite, |s| s.queue.workers = 1).await;
+    let mut events = node.queue.events().subscribe("test");
+    let quick = node.noop(json!({ "steps": 4, "step_ms": 5 })).await;
+    let row = node.finished(&quick).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("succeeded", 1), "{row:?}");
+    // its finished event came back through the events exchange
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let event =
+            tokio::time::timeout_at(deadline, events.recv()).await.expect("a finished event").unwrap();
+        if matches!(&*event, JobEvent::Finished { job_id, .. } if *job_id == quick) {
+            break;
+        }
+    }
+    let long = node.noop(json!({ "steps": 60, "step_ms": 20 })).await;
+    node.wait_for(&long, "some progress", |row| row.processed >= 5).await;
+    node.tree.chaos("job-worker-0", ChaosAction::Kill).await.expect("the worker is killed");
+    let row = node.finished(&long).await;
+    assert_eq!((row.state.as_str(), row.attempts, row.processed), ("succeeded", 2, 60), "{row:?}");
+    let resumed = row.result.as_ref().and_then(|r| r["resumed_from"].as_u64()).unwrap_or(0);
+    assert!(resumed >= 5, "it resumed from its checkpoint: {row:?}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rabbitmq_failures_are_retried_through_the_retry_queues_then_dead_lettered() {
+    let (_db, scope, node) = amqp_node(Backend::Sqlite, |s| s.queue.max_attempts = 2).await;
+    let retried = node.noop(json!({ "steps": 1, "fail_attempts": 1 })).await;
+    let failing = node.noop(json!({ "steps": 1, "fail_attempts": 99 })).await;
+    let row = node.finished(&retried).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("succeeded", 2), "{row:?}");
+    let row = node.finished(&failing).await;
+    assert_eq!((row.state.as_str(), row.attempts), ("failed", 2), "{row:?}");
+    // the failed job's message waits in the dead-letter queue
+    let connection =
+        lapin::Connection::connect(&crate::db::testing::amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let dead = super::transport::Names::new(&scope.prefix).dead_queue;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let message = loop {
+        let got = channel
+            .basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if let Some(message) = got {
+            break message;
+        }
+        assert!(Instant::now() < deadline, "the failed job reaches the dead-letter queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let body: Value = serde_json::from_slice(&message.delivery.data).unwrap();
+    assert_eq!(body["job_id"], json!(failing));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_over_rabbitmq_publish_each_outbox_row_once() {
+    let (database, db) = TestDatabase::migrated(Backend::Postgres).await;
+    let base = settings(&database.dir, |_| {});
+    let scope = super::testing::AmqpScope::new(&base.queue.retry_delays_ms);
+    let tweak = |s: &mut Settings| {
+        s.queue.amqp_url = crate::config::Secret::new(crate::db::testing::amqp_url());
+        s.queue.prefix = scope.prefix.clone();
+        s.queue.outbox_batch = 20;
+    };
+    let a = Node::start(database.connect().await, settings(&database.dir, tweak)).await;
+    let b = Node::start(database.connect().await, settings(&database.dir, tweak)).await;
+    // a consumer of the events exchange counting event ids
+    let connection =
+        lapin::Connection::connect(&crate::db::testing::amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let exchange = super::transport::Names::new(&scope.prefix).events_exchange;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // the nodes declare the exchange when they connect
+    let queue = loop {
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let bound = channel
+            .queue_bind(
+                queue.name().as_str().into(),
+                exchange.as_str().into(),
+                "test.#".into(),
+                Default::default(),
+                Default::default(),
+            )
+            .await;
+        if bound.is_ok() {
+            break queue;
+        }
+        assert!(Instant::now() < deadline, "the events exchange is declared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rows = 300;
+    for chunk in 0..3 {
+        let events: Vec<_> = (0..rows / 3)
+            .map(|i| crate::outbox::OutboxEvent {
+                event_type: "test.event",
+                aggregate_id: format!("a{chunk}-{i}"),
+                payload: json!({ "i": i }),
+            })
+            .collect();
+        crate::outbox::append(&db, events).await.unwrap();
+    }
+    let mut consumer = channel
+        .basic_consume(queue.name().as_str().into(), "count".into(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    let mut ids = std::collections::HashMap::<String, u32>::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ids.len() < rows {
+        let delivery = tokio::time::timeout_at(deadline, consumer.next())
+            .await
+            .expect("all rows arrive")
+            .unwrap()
+            .unwrap();
+        let body: Value = serde_json::from_slice(&delivery.data).unwrap();
+        *ids.entry(body["id"].as_str().unwrap().to_owned()).or_default() += 1;
+        delivery.ack(Default::default()).await.unwrap();
+    }
+    // anything published twice would arrive shortly after
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await
+    {
+        let body: Value = serde_json::from_slice(&delivery.data).unwrap();
+        *ids.entry(body["id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    assert_eq!(ids.len(), rows);
+    assert!(ids.values().all(|&n| n == 1), "every row published once");
+    a.stop().await;
+    b.stop().await;
+}
