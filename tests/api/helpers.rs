@@ -280,6 +280,21 @@ impl TestApp {
         db.close().await.ok();
         n
     }
+
+    /// Outbox rows the relay has not published yet.
+    pub async fn unpublished_outbox_rows(&self) -> i64 {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = Database::connect(&self.database_url).await.expect("connect to the test database");
+        let sql = "SELECT COUNT(*) AS n FROM outbox WHERE published_at IS NULL";
+        let row = db
+            .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .expect("count query")
+            .expect("a row");
+        let n: i64 = row.try_get("", "n").expect("count column");
+        db.close().await.ok();
+        n
+    }
 }
 
 /// A node with the embedded sample catalogue imported.

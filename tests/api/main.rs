@@ -31,6 +31,7 @@ mod login_hardening;
 mod openapi;
 mod openapi_rules;
 mod proxy_smoke;
+mod queue_amqp;
 mod queue_events;
 mod redis_outage;
 mod revocation_sync;

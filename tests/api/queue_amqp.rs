@@ -1,0 +1,119 @@
+//! Jobs and events over the local RabbitMQ, each test under a name prefix of its
+//! own (`AmqpScope` deletes what was declared under it); broker outages are made
+//! by cutting a test proxy, never by touching the machine's broker.
+
+use std::time::Duration;
+
+use castwork::config::{Secret, Settings};
+use castwork::db::testing::{amqp_address, amqp_url};
+use castwork::queue::testing::AmqpScope;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, encode, poll_until, spawn_app_with, spawn_peer};
+use crate::support::proxy::Proxy;
+
+/// Settings of a node on RabbitMQ at `url` under `scope`'s prefix.
+fn on_rabbitmq(scope: &AmqpScope, url: &str) -> impl FnOnce(&mut Settings) {
+    let (prefix, url) = (scope.prefix.clone(), url.to_owned());
+    move |s: &mut Settings| {
+        s.queue.amqp_url = Secret::new(url);
+        s.queue.prefix = prefix;
+    }
+}
+
+fn scope() -> AmqpScope {
+    AmqpScope::new(&[50, 100])
+}
+
+/// The URL of RabbitMQ through `proxy`.
+fn through(proxy: &Proxy) -> String {
+    let url = amqp_url();
+    url.replacen(&amqp_address(), &proxy.addr().to_string(), 1)
+}
+
+async fn health(app: &TestApp) -> Value {
+    app.client.get(app.url("/health")).send().await.unwrap().json().await.unwrap()
+}
+
+async fn wait_amqp(app: &TestApp, status: &str) {
+    let ok = poll_until(Duration::from_secs(15), || async {
+        (health(app).await["components"]["amqp"]["status"] == status).then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "amqp never became {status}: {}", health(app).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_change_on_one_node_reaches_the_other_nodes_cache_through_the_events_exchange() {
+    let scope = scope();
+    // no Redis: the events exchange is the only way between the two nodes' caches
+    let a = spawn_app_with(Backend::Sqlite, on_rabbitmq(&scope, &amqp_url())).await;
+    let b = spawn_peer(&a, on_rabbitmq(&scope, &amqp_url())).await;
+    assert!(b.get_json("/health", None).await.1["components"].get("redis").is_none());
+    wait_amqp(&a, "ok").await;
+    wait_amqp(&b, "ok").await;
+    assert_eq!(health(&a).await["queue"]["mode"], "amqp");
+    let editor = a.user_token("editor1", "editor").await;
+    let id = "amqp.0001";
+    let item = json!({
+        "id": id, "title": "Before", "body": "An item both nodes serve.",
+        "category": "Discrete Mathematics", "category_code": "cs.DM", "group": "Computer Science",
+        "tags": ["cs.DM"], "published_at": "2024-01-02T03:04:05Z", "source_url": "https://example.org/a"
+    });
+    let response =
+        a.client.post(a.url("/api/v1/items")).bearer_auth(&editor).json(&item).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let detail = format!("/api/v1/explore/items/{}", encode(id));
+    // b caches the item (item pages live cache.item_ttl_secs, 300 s, unless invalidated)
+    let (status, before) = b.get_json(&detail, Some(&editor)).await;
+    assert_eq!((status, before["title"].as_str()), (200, Some("Before")));
+    let response = a
+        .client
+        .patch(a.url(&format!("/api/v1/items/{}", encode(id))))
+        .bearer_auth(&editor)
+        .header("if-match", "\"1\"")
+        .json(&json!({ "title": "After" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = poll_until(Duration::from_secs(5), || async {
+        let (_, body) = b.get_json(&detail, Some(&editor)).await;
+        (body["title"] == "After").then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "node b's cached page changed through the events exchange");
+    a.shut_down().await;
+    b.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_broker_outage_are_answered_and_published_once_it_is_back() {
+    let scope = scope();
+    let proxy = Proxy::start(amqp_address().parse().unwrap()).await;
+    let app = spawn_app_with(Backend::Sqlite, on_rabbitmq(&scope, &through(&proxy))).await;
+    wait_amqp(&app, "ok").await;
+    let editor = app.user_token("editor1", "editor").await;
+    proxy.cut();
+    wait_amqp(&app, "down").await;
+    for i in 0..5 {
+        let item = json!({
+            "id": format!("cut.{i}"), "title": "Written while RabbitMQ is away", "body": "b",
+            "category": "Discrete Mathematics", "category_code": "cs.DM", "group": "Computer Science",
+            "tags": ["cs.DM"], "published_at": "2024-01-02T03:04:05Z", "source_url": "https://example.org/a"
+        });
+        let response =
+            app.client.post(app.url("/api/v1/items")).bearer_auth(&editor).json(&item).send().await.unwrap();
+        assert_eq!(response.status(), 201, "writes do not need the broker");
+    }
+    assert!(app.unpublished_outbox_rows().await >= 5, "the rows wait in the outbox");
+    proxy.restore();
+    wait_amqp(&app, "ok").await;
+    // every row is stamped published once the relay catches up
+    let published = poll_until(Duration::from_secs(15), || async {
+        (app.unpublished_outbox_rows().await == 0).then_some(())
+    })
+    .await;
+    assert!(published.is_some(), "the outbox drained after the outage");
+    app.shut_down().await;
+}
