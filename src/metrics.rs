@@ -513,7 +513,7 @@ pub const AMQP_DEAD_LETTERED_TOTAL: &str = "castwork_amqp_dead_lettered_total";
 pub const AMQP_REDELIVERED_TOTAL: &str = "castwork_amqp_redelivered_total";
 /// 1 while the node is connected to RabbitMQ (topology declared, consumers running), else 0.
 pub const AMQP_CONNECTED: &str = "castwork_amqp_connected";
-/// Connections to RabbitMQ established again after a loss or a failed attempt.
+/// Connections to RabbitMQ established again after one was lost.
 pub const AMQP_RECONNECTS_TOTAL: &str = "castwork_amqp_reconnects_total";
 
 /// Counts a message sent to RabbitMQ.
@@ -554,7 +554,7 @@ pub fn amqp_connected(connected: bool) {
     metrics::gauge!(AMQP_CONNECTED).set(if connected { 1.0 } else { 0.0 });
 }
 
-/// Counts a connection to RabbitMQ established again.
+/// Counts a connection to RabbitMQ established again after one was lost.
 pub fn amqp_reconnect() {
     metrics::counter!(AMQP_RECONNECTS_TOTAL).increment(1);
 }

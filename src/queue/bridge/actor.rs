@@ -73,7 +73,7 @@ pub struct BridgeState {
     live: Option<Live>,
     /// Connection attempts since the last success: the backoff's attempt number.
     attempt: u32,
-    /// A connection failed or was lost since the last success.
+    /// A connection was lost since the last success: the next one is a reconnection.
     reconnecting: bool,
     /// The pending [`BridgeMsg::Connect`].
     retry: Option<JoinHandle<Result<(), MessagingErr<BridgeMsg>>>>,
@@ -216,7 +216,6 @@ impl QueueBridge {
             Err(error) => {
                 tracing::warn!(%broker, %error, attempt = state.attempt, "could not connect to rabbitmq");
                 mark_down(&state.bridge, error.to_string());
-                state.reconnecting = true;
                 self.retry_later(myself, state);
             }
         }
@@ -275,6 +274,7 @@ impl QueueBridge {
 
 /// Marks the link down with `error`, keeping when the outage began.
 fn mark_down(bridge: &Bridge, error: String) {
+    metrics::amqp_connected(false);
     bridge.inner.link.send_modify(|state| {
         let since = match state {
             LinkState::Down { since, .. } => *since,

@@ -11,7 +11,8 @@
 //!   jobs exchange under [`WORK_KEY`], back into the work queue.
 //! - `<prefix>.events`: durable topic exchange; each connection of each node binds
 //!   its own exclusive, auto-deleted queue `<prefix>.events.node.<uuid>` with `#`,
-//!   so every node sees every event published while it is connected.
+//!   so every node sees every event published while it is connected (at most
+//!   [`EVENTS_BACKLOG`] wait in it; past that the oldest are dropped).
 
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ use crate::queue::transport::Names;
 
 /// Routing key of the work queue's binding to the jobs exchange.
 pub const WORK_KEY: &str = "work";
+/// Most events a node's events queue keeps waiting for the node (the oldest go first).
+pub const EVENTS_BACKLOG: i64 = 10_000;
 
 /// Declares everything on `channel`; returns the name of this connection's events queue.
 ///
@@ -42,7 +45,7 @@ pub async fn declare(channel: &Channel, config: &BridgeConfig) -> Result<String,
     let events = events_queue(names);
     let private =
         QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
-    queue(channel, &events, private, FieldTable::default()).await?;
+    queue(channel, &events, private, events_arguments()).await?;
     bind(channel, &events, &names.events_exchange, "#").await?;
     Ok(events)
 }
@@ -78,6 +81,15 @@ pub fn retry_arguments(names: &Names, delay: Duration) -> FieldTable {
     arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
     arguments.insert("x-dead-letter-exchange".into(), long_string(&names.jobs_exchange));
     arguments.insert("x-dead-letter-routing-key".into(), long_string(WORK_KEY));
+    arguments
+}
+
+/// A node's events queue keeps at most [`EVENTS_BACKLOG`] events, dropping the oldest:
+/// a node that reads none does not fill the broker.
+fn events_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(EVENTS_BACKLOG));
+    arguments.insert("x-overflow".into(), long_string("drop-head"));
     arguments
 }
 
