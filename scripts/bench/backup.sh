@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Backup and restore of the full catalogue: imports it into a fresh database, then
 # times `castwork backup` (unencrypted and encrypted) and `castwork restore` of each
-# archive into another fresh database, with peak resident memory.
+# archive into another fresh database, with peak resident memory; the import's
+# own time is printed for scale.
 # Usage: scripts/bench/backup.sh sqlite|postgres [rounds]
-# Builds into $CARGO_TARGET_DIR when it is set (else target/).
+# Builds into $CARGO_TARGET_DIR when it is set (else target/); BIN=path runs that
+# binary instead, without building.
 # Method and numbers: docs/BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,25 +13,29 @@ backend=${1:-sqlite}
 rounds=${2:-3}
 catalog=${CATALOG:-assets/arxiv/catalog.jsonl.gz}
 work=$(mktemp -d /tmp/castwork-bench-backup.XXXXXX)
-dbs=()
+prefix=castwork_bench_backup_$$_
 cleanup() {
-    for db in "${dbs[@]}"; do
-        psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" postgres
-    done
+    if [ "$backend" = postgres ]; then
+        for db in $(psql -h 127.0.0.1 -U postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE '${prefix}%'" postgres); do
+            psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" postgres
+        done
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
 export CASTWORK_LOG__LEVEL=warn CASTWORK_BACKUP__KEEP=0
-cargo build --release -q
-bin=${CARGO_TARGET_DIR:-target}/release/castwork
+if [ -z "${BIN:-}" ]; then
+    cargo build --release -q
+fi
+bin=${BIN:-${CARGO_TARGET_DIR:-target}/release/castwork}
 
 # A fresh database for the data directory $1: a SQLite file there, or a new PostgreSQL database.
 fresh() {
     mkdir -p "$1"
     if [ "$backend" = postgres ]; then
-        local db=castwork_bench_backup_$$_${#dbs[@]}
+        local db
+        db=$prefix$(basename "$1" | tr -c 'a-z0-9\n' '_')
         psql -q -h 127.0.0.1 -U postgres -c "CREATE DATABASE $db" postgres
-        dbs+=("$db")
         echo "postgres://postgres@127.0.0.1:5432/$db"
     else
         echo ""
@@ -49,8 +55,9 @@ timed() {
 }
 
 source_url=$(fresh "$work/source")
-CASTWORK_DATA_DIR=$work/source CASTWORK_DATABASE__URL=$source_url "$bin" import "$catalog" >/dev/null
+imported=$(timed "$work/source" "$source_url" import "$catalog")
 echo "backend=$backend catalogue=$catalog rounds=$rounds"
+echo "import (for scale): ${imported% *} s (peak ${imported#* } KiB)"
 for mode in plain encrypted; do
     key=""
     [ "$mode" = encrypted ] && key=bench-backup-key-0123456789abcdef0123456789

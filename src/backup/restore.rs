@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Instant;
 
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, SqliteTransactionMode, Statement,
@@ -93,12 +94,18 @@ pub async fn run(
         total: manifest.total_rows(),
         message: "indexing".to_owned(),
     });
+    let step = Instant::now();
     finish(&txn, &schema, &manifest).await?;
+    tracing::debug!(elapsed_ms = step.elapsed().as_millis(), "index rebuilt and sequences set");
+    let step = Instant::now();
     txn.commit().await?;
+    tracing::debug!(elapsed_ms = step.elapsed().as_millis(), "restore committed");
     if backend == DbBackend::Postgres {
+        let step = Instant::now();
         for table in &manifest.tables {
             db.execute_unprepared(&format!("ANALYZE {}", quote(&table.name))).await?;
         }
+        tracing::debug!(elapsed_ms = step.elapsed().as_millis(), "tables analyzed");
     }
     let mut tables = Vec::with_capacity(manifest.tables.len());
     for table in &manifest.tables {
@@ -148,6 +155,7 @@ async fn load(
     let mut opened: Option<(Manifest, bool, Vec<Target>)> = None;
     let mut done = 0usize;
     let mut processed = 0u64;
+    let mut started = Instant::now();
     while let Some(message) = rx.recv().await {
         match message {
             Unpacked::Manifest(manifest, encrypted) => {
@@ -177,6 +185,13 @@ async fn load(
                 if table != done {
                     return Err(BackupError::Internal("tables finished out of order".to_owned()));
                 }
+                if let Some((manifest, _, _)) = &opened
+                    && let Some(entry) = manifest.tables.get(table)
+                {
+                    let elapsed_ms = started.elapsed().as_millis();
+                    tracing::debug!(table = %entry.name, rows = entry.rows, elapsed_ms, "table restored");
+                }
+                started = Instant::now();
                 done += 1;
             }
         }
