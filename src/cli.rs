@@ -1,11 +1,15 @@
-//! The `castwork` command line: `serve` (default), `migrate`, `config`, `user add`, `token`, `import`.
+//! The `castwork` command line: `serve` (default), `migrate`, `config`, `user add`, `token`, `import`,
+//! `backup`, `restore`.
 
 use std::io::{Read, Write};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::{AuthService, JwtKeys, Role};
+use crate::backup::{self, BackupOptions, report::ProgressReporter};
 use crate::config::{Settings, env};
 use crate::db;
 use crate::explore::import;
@@ -45,6 +49,16 @@ pub enum Command {
         /// Lines per transaction.
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         batch_size: u32,
+    },
+    /// Write a backup of the database to <data_dir>/backups (encrypted when backup.encryption_key is set).
+    Backup,
+    /// Restore a backup into the configured database, which must be empty.
+    Restore {
+        /// The archive, e.g. data/backups/castwork-20260101T030000.000Z.tar.cwenc.
+        archive: std::path::PathBuf,
+        /// Read the archive's key from this environment variable (default: backup.encryption_key).
+        #[arg(long, value_name = "VAR")]
+        key_env: Option<String>,
     },
 }
 
@@ -130,8 +144,79 @@ impl Cli {
                 // Rejected lines are reported, not failures: the exit status stays 0.
                 std::io::stdout().lock().write_all(text.as_bytes()).context("failed to write the summary")
             }
+            Command::Backup => run_backup(&settings).await,
+            Command::Restore { archive, key_env } => {
+                run_restore(&settings, &archive, key_env.as_deref()).await
+            }
         }
     }
+}
+
+/// `castwork backup`. The database is not migrated first: a backup taken before an
+/// upgrade keeps the schema it was taken at.
+async fn run_backup(settings: &Settings) -> anyhow::Result<()> {
+    let db = db::connect(settings).await.context("failed to connect to the database")?;
+    let options = BackupOptions::from_settings(settings);
+    if options.key.is_none() {
+        tracing::warn!("backup.encryption_key is empty: the archive is written unencrypted");
+    }
+    let started = std::time::Instant::now();
+    let cancel = CancellationToken::new();
+    let mut reporter = ProgressReporter::new("backup");
+    let outcome = {
+        let mut progress = |p: backup::Progress| reporter.update(&p);
+        until_interrupted(backup::create(&db, &options, &mut progress, &cancel), &cancel).await
+    };
+    reporter.finish();
+    let summary = outcome.context("backup failed")?;
+    let text = backup::report::render_backup(&summary, started.elapsed());
+    std::io::stdout().lock().write_all(text.as_bytes()).context("failed to write the summary")
+}
+
+/// `castwork restore ARCHIVE`: migrates the configured database, then restores into it.
+async fn run_restore(
+    settings: &Settings,
+    archive: &std::path::Path,
+    key_env: Option<&str>,
+) -> anyhow::Result<()> {
+    let key = match key_env {
+        Some(var) => match std::env::var(var) {
+            Ok(key) if !key.is_empty() => Some(key),
+            _ => bail!("--key-env {var}: the environment variable {var} is not set"),
+        },
+        None => {
+            let key = &settings.backup.encryption_key;
+            (!key.is_empty()).then(|| key.expose().to_owned())
+        }
+    };
+    let db = db::connect(settings).await.context("failed to connect to the database")?;
+    db::migrate(&db).await.context("failed to migrate")?;
+    let started = std::time::Instant::now();
+    let cancel = CancellationToken::new();
+    let mut reporter = ProgressReporter::new("restore");
+    let outcome = {
+        let mut progress = |p: backup::Progress| reporter.update(&p);
+        let restoring = backup::restore(&db, archive, key.as_deref(), &mut progress, &cancel);
+        until_interrupted(restoring, &cancel).await
+    };
+    reporter.finish();
+    let summary = outcome.with_context(|| format!("failed to restore {}", archive.display()))?;
+    let text = backup::report::render_restore(archive, &summary, started.elapsed());
+    std::io::stdout().lock().write_all(text.as_bytes()).context("failed to write the summary")
+}
+
+/// Runs `job`; Ctrl-C cancels it through `cancel`, and `job` is still awaited so it
+/// can clean up (a backup removes its temporary files, a restore rolls back).
+async fn until_interrupted<T>(job: impl std::future::Future<Output = T>, cancel: &CancellationToken) -> T {
+    tokio::pin!(job);
+    tokio::select! {
+        out = &mut job => return out,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::warn!("interrupted: stopping at the next batch");
+            cancel.cancel();
+        }
+    }
+    job.await
 }
 
 async fn auth_service(settings: &Settings) -> anyhow::Result<AuthService> {

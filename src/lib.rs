@@ -21,6 +21,7 @@
 //! | [`cache`] | the sharded Explore cache: the shard actors, the listener, the L2 reader, its subtree, L2 over Redis and its probe, generations, value format |
 //! | [`runtime`] | [`runtime::Runtime`]: assembles the concerns' subtrees and probes into a node's actor tree |
 //! | [`outbox`] | the transactional outbox written with every item change (payload: [`explore::ItemChange`]) |
+//! | [`backup`] | online backups of the database (one consistent snapshot, a tar of JSON Lines per table, sealed with XChaCha20-Poly1305 when a key is set), retention, verified restores |
 //! | [`http`] | the axum router, one file per API area, the error model |
 //! | [`server`] | the HTTP/1 accept loop: connection cap, header-read and idle timeouts, open-file limit |
 //! | [`startup`] | [`startup::Application`]: build a node, run it, shut it down gracefully |
@@ -31,6 +32,7 @@
 //! timeout to HTTP in [`http::error`].
 
 pub mod auth;
+pub mod backup;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -13,6 +13,7 @@ pub(crate) use castwork::on_both_backends as both;
 mod support;
 
 mod auth;
+mod backup;
 mod cache;
 mod cache_backpressure;
 mod chaos;
