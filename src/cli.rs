@@ -125,7 +125,10 @@ impl Cli {
             Command::Import { path, batch_size } => {
                 let db = db::connect(&settings).await.context("failed to connect to the database")?;
                 db::migrate(&db).await.context("failed to migrate")?;
-                let options = import::ImportOptions { batch_size: batch_size as usize };
+                let options = import::ImportOptions {
+                    batch_size: batch_size as usize,
+                    ..import::ImportOptions::default()
+                };
                 // this process's bus has no subscriber: running servers cannot hear it
                 let changes = crate::explore::change::change_bus();
                 let summary = import::report::import_path_with_progress(&db, &changes, &path, &options)

@@ -16,6 +16,8 @@
 //! | `trend.rs` | the time-decayed view score |
 //! | `view_dedup.rs` | which views count: one per user and item per window |
 //! | `import.rs` | streaming JSON Lines import (plain or gzip) |
+//! | `maintenance.rs` | whole-catalogue batches: trend rescaling, the full-text index rebuild |
+//! | `warm.rs` | cache warming |
 //! | `views.rs` | the ViewCounter actor: batches view counts and trend updates |
 //! | `tree.rs` | [`tree::child_spec`]: the ViewCounter under supervision |
 
@@ -23,6 +25,7 @@ pub mod cached;
 pub mod change;
 pub mod cursor;
 pub mod import;
+pub mod maintenance;
 pub mod model;
 pub mod read;
 pub mod tree;

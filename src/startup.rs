@@ -181,6 +181,11 @@ impl Application {
         self.port
     }
 
+    /// The node's runtime: its actor tree and the handles to it (the job queue).
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// The router this node serves ([`Self::run_until`] serves this one), for
     /// tests that inspect its routes.
     pub fn router(&self) -> axum::Router {

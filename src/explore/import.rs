@@ -21,6 +21,14 @@
 //! [`Rejected`] with its line number and skipped; blank lines are skipped silently.
 //! When an id appears on several lines the later line is applied after the earlier
 //! one, whatever the batch size.
+//!
+//! An [`ImportObserver`] hears of every batch twice: inside its transaction, just
+//! before the commit (what it writes there commits or rolls back with the batch: the
+//! `import_catalog` job keeps its checkpoint there), and after the commit (the CLI's
+//! progress bar, the job's progress and cancellation); either may stop the import.
+//! [`ImportOptions::skip_lines`] resumes an import after the lines an earlier run
+//! committed: they are read (to find the position) but not parsed, and batches after
+//! them are cut exactly where the earlier run cut them.
 
 mod parse;
 pub mod report;
@@ -32,8 +40,9 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QuerySelect};
-use serde::{Serialize, Serializer};
+use futures::future::BoxFuture;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QuerySelect};
+use serde::{Deserialize, Serialize, Serializer};
 use tokio::sync::mpsc;
 
 use super::ChangeBus;
@@ -52,16 +61,21 @@ pub const MAX_LISTED_REJECTIONS: usize = 1000;
 pub struct ImportOptions {
     /// Lines per batch (one transaction each); 0 counts as 1.
     pub batch_size: usize,
+    /// The first lines of the input an earlier run of the same import (with the same
+    /// batch size) already committed, up to the end of one of its batches: they are
+    /// read past, not imported. Line numbers and [`ImportSummary::lines`] still count
+    /// them; the other counts of the summary do not.
+    pub skip_lines: u64,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        Self { batch_size: 2000 }
+        Self { batch_size: 2000, skip_lines: 0 }
     }
 }
 
 /// A line that was not imported, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {
     /// 1-based line number in the (decompressed) input.
     pub line: u64,
@@ -101,17 +115,45 @@ impl ImportSummary {
     }
 }
 
-/// Told after each committed batch, e.g. to move a progress bar.
-pub trait ImportProgress: Send + Sync {
-    /// `lines_read` lines and `bytes_read` bytes of the input (compressed bytes for
-    /// gzip, so a file's size is the total) are done.
-    fn on_batch(&self, lines_read: u64, bytes_read: u64);
+/// One batch of an import, as an [`ImportObserver`] hears of it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchReport<'a> {
+    /// Lines read from the start of the input to the end of this batch (skipped ones
+    /// included).
+    pub lines_read: u64,
+    /// Bytes of the input read so far (compressed bytes for gzip, so a file's size is
+    /// the total).
+    pub bytes_read: u64,
+    /// What this batch did.
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    /// This batch's rejected lines.
+    pub rejected: &'a [Rejected],
 }
 
-/// No progress reporting.
-impl ImportProgress for () {
-    fn on_batch(&self, _lines_read: u64, _bytes_read: u64) {}
+/// Hears of each batch of an import; both calls default to doing nothing.
+pub trait ImportObserver: Send + Sync {
+    /// Inside the batch's transaction, just before it commits: what is written
+    /// through `txn` commits with the batch or not at all. An error rolls the batch
+    /// back and stops the import with that error.
+    fn before_commit<'a>(
+        &'a self,
+        _txn: &'a DatabaseTransaction,
+        _batch: &'a BatchReport<'a>,
+    ) -> BoxFuture<'a, Result<(), ImportError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// After the batch committed (and its changes were published). An error stops
+    /// the import there (what was committed stays).
+    fn committed<'a>(&'a self, _batch: &'a BatchReport<'a>) -> BoxFuture<'a, Result<(), ImportError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
+
+/// Nothing to hear.
+impl ImportObserver for () {}
 
 /// Why an import stopped. Batches committed before the failure stay; running the
 /// import again finishes the job (unchanged items are skipped).
@@ -123,6 +165,9 @@ pub enum ImportError {
     /// The database failed.
     #[error("database error during import: {0}")]
     Database(#[from] DbErr),
+    /// An [`ImportObserver`] stopped the import (e.g. a job was cancelled).
+    #[error("the import was stopped: {0}")]
+    Stopped(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Imports JSON Lines (plain or gzip) from `reader`. The reader is moved to a
@@ -132,12 +177,12 @@ pub async fn import_reader<R>(
     changes: &ChangeBus,
     reader: R,
     options: &ImportOptions,
-    progress: &dyn ImportProgress,
+    observer: &dyn ImportObserver,
 ) -> Result<ImportSummary, ImportError>
 where
     R: BufRead + Send + 'static,
 {
-    run(db, changes, reader, options, progress, "input").await
+    run(db, changes, reader, options, observer, "input").await
 }
 
 /// Imports the JSON Lines file (plain or gzip) at `path`.
@@ -146,12 +191,12 @@ pub async fn import_path(
     changes: &ChangeBus,
     path: &Path,
     options: &ImportOptions,
-    progress: &dyn ImportProgress,
+    observer: &dyn ImportObserver,
 ) -> Result<ImportSummary, ImportError> {
     let label = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|source| ImportError::Io { path: label.clone(), source })?;
     let reader = std::io::BufReader::with_capacity(256 * 1024, file);
-    run(db, changes, reader, options, progress, &label).await
+    run(db, changes, reader, options, observer, &label).await
 }
 
 /// When `items` is empty, imports the embedded [`SAMPLE_CATALOG`] and returns what
@@ -169,13 +214,13 @@ pub async fn import_sample_if_empty(
     Ok(Some(summary))
 }
 
-#[tracing::instrument(skip_all, fields(source = %label, batch_size = options.batch_size))]
+#[tracing::instrument(skip_all, fields(source = %label, batch_size = options.batch_size, skip_lines = options.skip_lines))]
 async fn run<R>(
     db: &DatabaseConnection,
     changes: &ChangeBus,
     reader: R,
     options: &ImportOptions,
-    progress: &dyn ImportProgress,
+    observer: &dyn ImportObserver,
     label: &str,
 ) -> Result<ImportSummary, ImportError>
 where
@@ -183,26 +228,27 @@ where
 {
     let started = Instant::now();
     let batch_size = options.batch_size.max(1);
+    let skip_lines = options.skip_lines;
     let (tx, mut rx) = mpsc::channel(2);
     // Joined below on every path, so the thread never outlives the import.
-    let reading = tokio::task::spawn_blocking(move || parse::read_batches(reader, batch_size, &tx));
+    let reading =
+        tokio::task::spawn_blocking(move || parse::read_batches(reader, batch_size, skip_lines, &tx));
 
-    let mut summary = ImportSummary::default();
+    let mut summary = ImportSummary { lines: skip_lines, ..ImportSummary::default() };
     let mut failure = None;
     while let Some(batch) = rx.recv().await {
         let parse::Batch { items, rejected, lines_read, bytes_read } = batch;
-        let outcome = match store::write_batch(db, items).await {
-            Ok((outcome, committed)) => {
-                if !committed.is_empty() {
-                    changes.publish(committed).await;
+        let (outcome, committed) =
+            match write_batch(db, items, &rejected, lines_read, bytes_read, observer).await {
+                Ok(written) => written,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
                 }
-                outcome
-            }
-            Err(error) => {
-                failure = Some(error);
-                break;
-            }
-        };
+            };
+        if !committed.is_empty() {
+            changes.publish(committed).await;
+        }
         crate::metrics::import_items("inserted", outcome.inserted);
         crate::metrics::import_items("updated", outcome.updated);
         crate::metrics::import_items("unchanged", outcome.unchanged);
@@ -211,20 +257,25 @@ where
         summary.updated += outcome.updated;
         summary.unchanged += outcome.unchanged;
         summary.rejected_count += rejected.len() as u64;
+        summary.lines = lines_read;
+        let report = batch_report(&outcome, &rejected, lines_read, bytes_read);
+        let heard = observer.committed(&report).await;
         for line in rejected {
             tracing::debug!(line = line.line, reason = %line.reason, "line rejected");
             if summary.rejected.len() < MAX_LISTED_REJECTIONS {
                 summary.rejected.push(line);
             }
         }
-        summary.lines = lines_read;
-        progress.on_batch(lines_read, bytes_read);
+        if let Err(error) = heard {
+            failure = Some(error);
+            break;
+        }
     }
     // Closing the channel stops the reader if the writer gave up first.
     drop(rx);
     let read = reading.await;
     if let Some(error) = failure {
-        return Err(ImportError::Database(error));
+        return Err(error);
     }
     let io_error = match read {
         Ok(Ok(())) => None,
@@ -245,4 +296,42 @@ where
         "import finished"
     );
     Ok(summary)
+}
+
+fn batch_report<'a>(
+    outcome: &store::Outcome,
+    rejected: &'a [Rejected],
+    lines_read: u64,
+    bytes_read: u64,
+) -> BatchReport<'a> {
+    BatchReport {
+        lines_read,
+        bytes_read,
+        inserted: outcome.inserted,
+        updated: outcome.updated,
+        unchanged: outcome.unchanged,
+        rejected,
+    }
+}
+
+/// Writes one batch, lets `observer` write in its transaction, and commits.
+async fn write_batch(
+    db: &DatabaseConnection,
+    items: Vec<parse::Parsed>,
+    rejected: &[Rejected],
+    lines_read: u64,
+    bytes_read: u64,
+    observer: &dyn ImportObserver,
+) -> Result<(store::Outcome, Vec<super::ItemChange>), ImportError> {
+    let txn = store::begin(db).await?;
+    let (outcome, committed) = store::write_batch(&txn, items).await?;
+    observer.before_commit(&txn, &batch_report(&outcome, rejected, lines_read, bytes_read)).await?;
+    txn.commit().await?;
+    Ok((outcome, committed))
+}
+
+/// Counts the lines of a JSON Lines input (plain or gzip) as an import numbers them:
+/// blank lines included, a last line without a newline included. Blocking.
+pub fn count_lines<R: BufRead>(input: R) -> std::io::Result<u64> {
+    parse::count_lines(input)
 }

@@ -46,6 +46,20 @@ pub fn decayed_views(trend: f64, now: DateTime<Utc>, half_life: Duration) -> f64
     (trend - half_lives_since_epoch(now, half_life)).exp2()
 }
 
+/// What re-encoding a score from half-life `from` to half-life `to` adds to it, as
+/// of `at`: the score decayed to `at` under `from` is the same number of decayed
+/// views as `trend + shift` decayed to `at` under `to` (on the log scale the
+/// re-encoding is a shift, the same for every row). Zero when `from == to`: time
+/// passing needs no rewrite (see the module docs).
+pub fn rescale_shift(at: DateTime<Utc>, from: Duration, to: Duration) -> f64 {
+    half_lives_since_epoch(at, to) - half_lives_since_epoch(at, from)
+}
+
+/// Whether `trend` is a viewed item's score (not [`NEVER_VIEWED`]).
+pub fn is_viewed(trend: f64) -> bool {
+    trend > NEVER_VIEWED / 2.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +86,21 @@ mod tests {
         let new = add_views(NEVER_VIEWED, 30, at(2), DAY); // 100 two half-lives ago = 25 now
         assert!(new > old);
         assert!(add_views(NEVER_VIEWED, 1, at(0), DAY) > NEVER_VIEWED);
+    }
+
+    #[test]
+    fn a_rescaled_score_stands_for_the_same_decayed_views_now() {
+        let twelve_hours = DAY / 2;
+        let t = add_views(add_views(NEVER_VIEWED, 80, at(0), twelve_hours), 20, at(1), twelve_hours);
+        let now = at(2);
+        let rescaled = t + rescale_shift(now, twelve_hours, DAY);
+        let before = decayed_views(t, now, twelve_hours);
+        assert!((decayed_views(rescaled, now, DAY) - before).abs() < 1e-9 * before.max(1.0));
+        // from then on it decays by half a day at a time
+        let later = decayed_views(rescaled, at(3), DAY);
+        assert!((later - before / 2.0).abs() < 1e-9 * before.max(1.0));
+        assert_eq!(rescale_shift(now, DAY, DAY), 0.0);
+        assert!(is_viewed(t) && !is_viewed(NEVER_VIEWED));
     }
 
     proptest! {

@@ -32,17 +32,38 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 /// How many of the most viewed items get their detail page warmed.
 pub const WARM_TOP_ITEMS: u32 = 50;
 
+/// Hears how far a warming run is: `done` of `total` reads (the total is known once
+/// the categories are read, and settles once trending is).
+pub trait WarmProgress: Send + Sync {
+    fn on_step(&self, done: u64, total: u64);
+}
+
+/// Nothing to hear.
+impl WarmProgress for () {
+    fn on_step(&self, _done: u64, _total: u64) {}
+}
+
 /// Loads the first page of every group and category, categories, trending, and
 /// the details of the most viewed items.
 pub async fn warm(explore: &CachedExplore) -> WarmReport {
+    warm_with_progress(explore, &()).await
+}
+
+/// [`warm`], telling `progress` after each read.
+pub async fn warm_with_progress(explore: &CachedExplore, progress: &dyn WarmProgress) -> WarmReport {
     let started = Instant::now();
     let mut report = WarmReport::default();
+    // categories, the lists, trending (twice) and the top items' details
+    let mut total = 3 + u64::from(WARM_TOP_ITEMS);
     let count = |ok: bool, report: &mut WarmReport| {
         if ok {
             report.pages += 1;
         } else {
             report.errors += 1;
         }
+    };
+    let step = |report: &WarmReport, total: u64| {
+        progress.on_step(report.pages + report.items + report.errors, total)
     };
     let groups: Vec<GroupCount> = match explore.categories().await {
         Ok(value) => {
@@ -63,25 +84,35 @@ pub async fn warm(explore: &CachedExplore) -> WarmReport {
             queries.push(ListQuery { category: Some(category.code.clone()), ..base.clone() });
         }
     }
+    total += queries.len() as u64;
+    step(&report, total);
     for query in &queries {
         let ok = explore.list(query).await.is_ok();
         count(ok, &mut report);
+        step(&report, total);
     }
     match explore.trending(WARM_TOP_ITEMS).await {
         Ok(value) => {
             count(true, &mut report);
             let page: Page<ItemSummary> =
                 serde_json::from_slice(&value.body).unwrap_or(Page { items: Vec::new(), next_cursor: None });
+            total -= u64::from(WARM_TOP_ITEMS).saturating_sub(page.items.len() as u64);
+            step(&report, total);
             for item in page.items {
                 match explore.item(&item.id).await {
                     Ok(_) => report.items += 1,
                     Err(_) => report.errors += 1,
                 }
+                step(&report, total);
             }
         }
-        Err(_) => count(false, &mut report),
+        Err(_) => {
+            count(false, &mut report);
+            total -= u64::from(WARM_TOP_ITEMS);
+        }
     }
     let _ = explore.trending(DEFAULT_LIMIT).await;
+    progress.on_step(total, total);
     report.elapsed = started.elapsed();
     tracing::info!(
         pages = report.pages,

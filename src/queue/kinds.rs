@@ -1,6 +1,19 @@
 //! The job kinds a node registers at start ([`handlers`]).
+//!
+//! | kind | file | what |
+//! |---|---|---|
+//! | `import_catalog` | `import_catalog.rs` | the Explore import, from a file under `queue.import_dir` or uploaded lines |
+//! | `warm_cache` | `warm_cache.rs` | the cache warm-up |
+//! | `recompute_trending` | `recompute_trending.rs` | trending scores re-encoded under the configured half-life |
+//! | `rebuild_search_index` | `rebuild_search_index.rs` | the full-text index rebuilt |
+//! | `noop_sleep` | `noop.rs` | a controllable job for tests |
 
+pub mod import_catalog;
 pub mod noop;
+pub mod rebuild_search_index;
+pub mod recompute_trending;
+pub mod support;
+pub mod warm_cache;
 
 use std::sync::Arc;
 
@@ -23,6 +36,13 @@ pub struct KindDeps {
 /// Every kind this node runs (`noop_sleep` only with `queue.test_jobs`).
 pub fn handlers(deps: &KindDeps) -> Handlers {
     let mut handlers = Handlers::default();
+    handlers.register(import_catalog::ImportCatalog::new(deps));
+    handlers.register(warm_cache::WarmCache::new(deps.cached.clone()));
+    handlers.register(recompute_trending::RecomputeTrending::new(
+        deps.db.clone(),
+        deps.settings.explore.trend_half_life_hours,
+    ));
+    handlers.register(rebuild_search_index::RebuildSearchIndex::new(deps.db.clone()));
     if deps.settings.queue.test_jobs {
         handlers.register(noop::NoopSleep);
     }

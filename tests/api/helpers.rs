@@ -28,6 +28,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The node's database, for assertions the API cannot make (outbox rows).
     pub database_url: String,
+    /// The node's job queue (submit, read), for tests that run jobs without the HTTP API.
+    pub queue: castwork::queue::Queue,
+    /// The node's data directory.
+    pub data_dir: PathBuf,
     /// Fires the node's shutdown signal (as SIGTERM would).
     stop: std::sync::Arc<tokio::sync::Notify>,
     serving: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -98,6 +102,7 @@ async fn start_node(
     let mut settings = test_settings(&data_dir, &url);
     tweak(&mut settings);
     let app = Application::build_with(settings, hooks).await.expect("app builds");
+    let queue = app.runtime().queue.clone();
     let address = format!("http://127.0.0.1:{}", app.port());
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let signal = std::sync::Arc::clone(&stop);
@@ -106,7 +111,17 @@ async fn start_node(
     });
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     let serving = std::sync::Mutex::new(Some(serving));
-    let test_app = TestApp { address, client, database_url, stop, serving, _database: database, _dir: dir };
+    let test_app = TestApp {
+        address,
+        client,
+        database_url,
+        queue,
+        data_dir,
+        stop,
+        serving,
+        _database: database,
+        _dir: dir,
+    };
     test_app.wait_ready().await;
     test_app
 }

@@ -28,6 +28,7 @@ mod files;
 mod health;
 mod import;
 mod items;
+mod jobs_kinds;
 mod login_hardening;
 mod openapi;
 mod openapi_rules;

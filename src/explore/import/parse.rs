@@ -99,19 +99,17 @@ fn describe_json_error(error: &serde_json::Error) -> String {
 
 /// Reads `input` to the end, sending a batch every `batch_size` lines (and early when
 /// an id repeats, so that a later line is applied after an earlier one exactly as if
-/// they were in different batches). Stops quietly when the receiver is gone.
+/// they were in different batches). The first `skip_lines` lines are read past, not
+/// parsed: batching starts after them as it started after the batch that ended there.
+/// Stops quietly when the receiver is gone.
 pub(super) fn read_batches<R: BufRead>(
     input: R,
     batch_size: usize,
+    skip_lines: u64,
     tx: &mpsc::Sender<Batch>,
 ) -> io::Result<()> {
     let consumed = Rc::new(Cell::new(0u64));
-    let mut counted = Counting { inner: input, consumed: Rc::clone(&consumed) };
-    let mut lines: Box<dyn BufRead> = if counted.fill_buf()?.starts_with(&GZIP_MAGIC) {
-        Box::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(counted)))
-    } else {
-        Box::new(counted)
-    };
+    let mut lines = decoded(Counting { inner: input, consumed: Rc::clone(&consumed) })?;
 
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut line_no = 0u64;
@@ -125,6 +123,9 @@ pub(super) fn read_batches<R: BufRead>(
             break;
         }
         line_no += 1;
+        if line_no <= skip_lines {
+            continue;
+        }
         let parsed = match read {
             LineRead::TooLong => Some(Err(format!("line is longer than {MAX_LINE_BYTES} bytes"))),
             _ => {
@@ -168,6 +169,35 @@ pub(super) fn read_batches<R: BufRead>(
         let _ = tx.blocking_send(batch);
     }
     Ok(())
+}
+
+/// The input's lines: gunzipped when it starts with the gzip magic bytes.
+fn decoded<'r, R: BufRead + 'r>(mut input: R) -> io::Result<Box<dyn BufRead + 'r>> {
+    Ok(if input.fill_buf()?.starts_with(&GZIP_MAGIC) {
+        Box::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(input)))
+    } else {
+        Box::new(input)
+    })
+}
+
+/// Counts the lines [`read_batches`] would number: every newline, and a last line
+/// without one.
+pub(super) fn count_lines<R: BufRead>(input: R) -> io::Result<u64> {
+    let mut lines = decoded(input)?;
+    let mut count = 0u64;
+    let mut open_line = false;
+    loop {
+        let chunk = lines.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let newlines = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        count += newlines;
+        open_line = chunk.last() != Some(&b'\n');
+        let len = chunk.len();
+        lines.consume(len);
+    }
+    Ok(count + u64::from(open_line))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -278,7 +308,7 @@ mod tests {
         let third = GOOD.replace("2506.20941", "2506.00002");
         let text = format!("{GOOD}\n\n{GOOD}\nbad\n{other}\n\n{third}");
         let (tx, mut rx) = mpsc::channel(16);
-        read_batches(text.as_bytes(), 4, &tx).unwrap();
+        read_batches(text.as_bytes(), 4, 0, &tx).unwrap();
         drop(tx);
         let mut batches = Vec::new();
         while let Ok(batch) = rx.try_recv() {
@@ -297,5 +327,41 @@ mod tests {
             [(vec!["20941"], vec![], 2), (vec!["20941", "00001"], vec![4], 6), (vec!["00002"], vec![], 7)];
         assert_eq!(shape, expected);
         assert_eq!(batches[2].bytes_read, text.len() as u64);
+    }
+
+    fn batches(text: &str, batch_size: usize, skip: u64) -> Vec<(Vec<String>, u64)> {
+        let (tx, mut rx) = mpsc::channel(64);
+        read_batches(text.as_bytes(), batch_size, skip, &tx).unwrap();
+        drop(tx);
+        let mut out = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            out.push((batch.items.iter().map(|i| i.id.clone()).collect(), batch.lines_read));
+        }
+        out
+    }
+
+    #[test]
+    fn a_resumed_read_skips_lines_and_cuts_batches_where_the_first_did() {
+        let mut lines: Vec<String> =
+            (0..7).map(|i| GOOD.replace("2506.20941", &format!("2506.0000{i}"))).collect();
+        lines.insert(2, GOOD.replace("2506.20941", "2506.00000")); // a repeat cuts a batch early
+        let text = lines.join("\n") + "\n";
+        let full = batches(&text, 3, 0);
+        assert_eq!(full.iter().map(|(_, l)| *l).collect::<Vec<_>>(), [2, 5, 8]);
+        for (k, (_, done)) in full.iter().enumerate() {
+            assert_eq!(batches(&text, 3, *done), full[k + 1..], "resumed after line {done}");
+        }
+        assert!(batches(&text, 3, 100).is_empty());
+    }
+
+    #[test]
+    fn lines_are_counted_as_they_are_numbered() {
+        assert_eq!(count_lines(&b""[..]).unwrap(), 0);
+        assert_eq!(count_lines(&b"a\n"[..]).unwrap(), 1);
+        assert_eq!(count_lines(&b"a\n\nb"[..]).unwrap(), 3);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, b"a\nb\n\n").unwrap();
+        let zipped = gz.finish().unwrap();
+        assert_eq!(count_lines(zipped.as_slice()).unwrap(), 3);
     }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sea_orm::DatabaseConnection;
 
-use super::{ImportError, ImportOptions, ImportProgress, ImportSummary, import_path};
+use futures::future::BoxFuture;
+
+use super::{BatchReport, ImportError, ImportObserver, ImportOptions, ImportSummary, import_path};
 use crate::explore::ChangeBus;
 
 /// Rejected lines listed in the summary text.
@@ -61,10 +63,11 @@ impl BarProgress {
     }
 }
 
-impl ImportProgress for BarProgress {
-    fn on_batch(&self, lines_read: u64, bytes_read: u64) {
-        self.bar.set_position(bytes_read);
-        self.bar.set_message(format!("{lines_read} lines"));
+impl ImportObserver for BarProgress {
+    fn committed<'a>(&'a self, batch: &'a BatchReport<'a>) -> BoxFuture<'a, Result<(), ImportError>> {
+        self.bar.set_position(batch.bytes_read);
+        self.bar.set_message(format!("{} lines", batch.lines_read));
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -81,8 +84,8 @@ impl LogProgress {
     }
 }
 
-impl ImportProgress for LogProgress {
-    fn on_batch(&self, lines_read: u64, bytes_read: u64) {
+impl LogProgress {
+    fn log(&self, lines_read: u64, bytes_read: u64) {
         let Ok(mut last) = self.last.lock() else { return };
         if last.elapsed() < LOG_EVERY {
             return;
@@ -90,6 +93,13 @@ impl ImportProgress for LogProgress {
         *last = Instant::now();
         let percent = self.total_bytes.filter(|&t| t > 0).map(|t| (bytes_read * 100 / t).min(100));
         tracing::info!(lines = lines_read, bytes = bytes_read, percent, "import progress");
+    }
+}
+
+impl ImportObserver for LogProgress {
+    fn committed<'a>(&'a self, batch: &'a BatchReport<'a>) -> BoxFuture<'a, Result<(), ImportError>> {
+        self.log(batch.lines_read, batch.bytes_read);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -1,7 +1,8 @@
-//! The writing half of the import: one transaction per batch that classifies each
-//! item by its content hash and inserts, updates or leaves it, keeping `item_tags`
-//! and the outbox in step, and returns the [`ItemChange`]s it committed (an update's
-//! `before` is the row it replaced) for the caller to publish.
+//! The writing half of the import: one transaction per batch ([`begin`]) in which
+//! [`write_batch`] classifies each item by its content hash and inserts, updates or
+//! leaves it, keeping `item_tags` and the outbox in step, and returns the
+//! [`ItemChange`]s it wrote (an update's `before` is the row it replaced) for the
+//! caller to publish once it has committed.
 
 use std::collections::HashMap;
 
@@ -44,22 +45,26 @@ struct Existing {
     families: Families,
 }
 
-/// Writes one batch (whose ids are distinct) in one transaction; returns what it
-/// did and the changes it committed (none for unchanged items).
+/// A batch's transaction. SQLite: the write lock is taken up front, so the read in
+/// [`write_batch`] cannot go stale before its writes.
+pub(super) async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let options = TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    };
+    db.begin_with_options(options).await
+}
+
+/// Writes one batch (whose ids are distinct) in `txn`, which the caller commits;
+/// returns what it did and the changes it wrote (none for unchanged items).
 pub(super) async fn write_batch(
-    db: &DatabaseConnection,
+    txn: &DatabaseTransaction,
     items: Vec<Parsed>,
 ) -> Result<(Outcome, Vec<ItemChange>), DbErr> {
     if items.is_empty() {
         return Ok((Outcome::default(), Vec::new()));
     }
-    // SQLite: take the write lock up front, so the read below cannot go stale before the writes.
-    let options = TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..TransactionOptions::default()
-    };
-    let txn = db.begin_with_options(options).await?;
-    let mut existing = current_rows(&txn, &items).await?;
+    let mut existing = current_rows(txn, &items).await?;
 
     let mut outcome = Outcome::default();
     let mut inserts = Vec::new();
@@ -87,7 +92,6 @@ pub(super) async fn write_batch(
     outcome.inserted = inserts.len() as u64;
     outcome.updated = updates.len() as u64;
     if changes.is_empty() {
-        txn.commit().await?;
         return Ok((outcome, changes));
     }
 
@@ -105,23 +109,22 @@ pub(super) async fn write_batch(
 
     for chunk in updates.chunks(IDS) {
         let ids = chunk.iter().map(|item| item.id.as_str());
-        item_tag::Entity::delete_many().filter(item_tag::Column::ItemId.is_in(ids)).exec(&txn).await?;
+        item_tag::Entity::delete_many().filter(item_tag::Column::ItemId.is_in(ids)).exec(txn).await?;
     }
     for item in updates {
-        update_item(&txn, item, now).await?;
+        update_item(txn, item, now).await?;
     }
     let mut rows = inserts.into_iter().map(|item| new_item(item, now)).peekable();
     while rows.peek().is_some() {
-        item::Entity::insert_many(rows.by_ref().take(ITEM_ROWS)).exec_without_returning(&txn).await?;
+        item::Entity::insert_many(rows.by_ref().take(ITEM_ROWS)).exec_without_returning(txn).await?;
     }
     let mut tags = tags.into_iter().peekable();
     while tags.peek().is_some() {
-        item_tag::Entity::insert_many(tags.by_ref().take(TAG_ROWS)).exec_without_returning(&txn).await?;
+        item_tag::Entity::insert_many(tags.by_ref().take(TAG_ROWS)).exec_without_returning(txn).await?;
     }
     for chunk in changes.chunks(EVENT_ROWS) {
-        outbox::append(&txn, chunk.iter().map(ItemChange::to_outbox_event).collect()).await?;
+        outbox::append(txn, chunk.iter().map(ItemChange::to_outbox_event).collect()).await?;
     }
-    txn.commit().await?;
     Ok((outcome, changes))
 }
 

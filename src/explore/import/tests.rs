@@ -41,7 +41,7 @@ impl TestDb {
     }
 
     async fn import(&self, text: &str, batch_size: usize) -> ImportSummary {
-        let options = ImportOptions { batch_size };
+        let options = ImportOptions { batch_size, ..ImportOptions::default() };
         import_reader(&self.db, &bus(), std::io::Cursor::new(text.to_owned().into_bytes()), &options, &())
             .await
             .unwrap()
@@ -143,7 +143,7 @@ async fn each_committed_batch_is_published_with_before_and_after() {
     let import = |text: String| {
         let (db, bus) = (test.db.clone(), bus.clone());
         async move {
-            let options = ImportOptions { batch_size: 3 };
+            let options = ImportOptions { batch_size: 3, ..ImportOptions::default() };
             import_reader(&db, &bus, std::io::Cursor::new(text.into_bytes()), &options, &()).await.unwrap()
         }
     };
@@ -352,7 +352,15 @@ async fn read_failures_are_io_errors() {
     let text = sample_lines(60).join("\n");
     let zipped = gzip(&text);
     let path = test.file("cut.jsonl.gz", &zipped[..zipped.len() / 2]);
-    let err = import_path(&test.db, &bus(), &path, &ImportOptions { batch_size: 5 }, &()).await.unwrap_err();
+    let err = import_path(
+        &test.db,
+        &bus(),
+        &path,
+        &ImportOptions { batch_size: 5, ..ImportOptions::default() },
+        &(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ImportError::Io { .. }), "{err}");
     assert!(item::Entity::find().count(&test.db).await.unwrap() > 0);
     let mut rest = String::new();
@@ -367,7 +375,7 @@ async fn postgres_imports_and_searches() {
     let (database, db) = TestDatabase::migrated(Backend::Postgres).await;
     let lines = sample_lines(50);
     let text = lines.join("\n");
-    let options = ImportOptions { batch_size: 20 };
+    let options = ImportOptions { batch_size: 20, ..ImportOptions::default() };
     let first = import_reader(&db, &bus(), std::io::Cursor::new(text.clone()), &options, &()).await.unwrap();
     assert_eq!(first.inserted, 50);
     let again = import_reader(&db, &bus(), std::io::Cursor::new(text), &options, &()).await.unwrap();
@@ -390,4 +398,67 @@ async fn postgres_imports_and_searches() {
     migration::Migrator::down(&db, Some(1)).await.unwrap();
     db.close().await.unwrap();
     drop(database);
+}
+
+#[tokio::test]
+async fn a_resumed_import_skips_the_lines_already_done() {
+    let test = TestDb::new().await;
+    let lines = sample_lines(10);
+    let options = ImportOptions { batch_size: 4, skip_lines: 4 };
+    let reader = std::io::Cursor::new(lines.join("\n").into_bytes());
+    let summary = import_reader(&test.db, &bus(), reader, &options, &()).await.unwrap();
+    assert_eq!((summary.inserted, summary.unchanged, summary.lines), (6, 0, 10));
+    assert_eq!(item::Entity::find().count(&test.db).await.unwrap(), 6);
+    let first = item::Entity::find_by_id(id_of(&lines[3])).one(&test.db).await.unwrap();
+    assert!(first.is_none(), "line 4 was skipped");
+    test.item(&id_of(&lines[4])).await;
+}
+
+/// Writes `views = batch number` on the batch's first item inside its transaction,
+/// and refuses the transaction of batch `fail_at`.
+struct MarkAndFail {
+    batches: std::sync::atomic::AtomicU64,
+    fail_at: u64,
+    first_ids: Vec<String>,
+}
+
+impl ImportObserver for MarkAndFail {
+    fn before_commit<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        _batch: &'a BatchReport<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<(), ImportError>> {
+        let n = self.batches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            let id = &self.first_ids[n as usize - 1];
+            item::Entity::update_many()
+                .col_expr(item::Column::Views, sea_orm::sea_query::Expr::value(n as i64))
+                .filter(item::Column::Id.eq(id.as_str()))
+                .exec(txn)
+                .await?;
+            if n == self.fail_at { Err(ImportError::Stopped("refused on purpose".into())) } else { Ok(()) }
+        })
+    }
+}
+
+#[tokio::test]
+async fn what_an_observer_writes_commits_with_its_batch() {
+    let test = TestDb::new().await;
+    let lines = sample_lines(9);
+    let first_ids = vec![id_of(&lines[0]), id_of(&lines[3]), id_of(&lines[6])];
+    let observer = MarkAndFail { batches: Default::default(), fail_at: 2, first_ids };
+    let options = ImportOptions { batch_size: 3, ..ImportOptions::default() };
+    let reader = std::io::Cursor::new(lines.join("\n").into_bytes());
+    let err = import_reader(&test.db, &bus(), reader, &options, &observer).await.unwrap_err();
+    assert!(
+        matches!(&err, ImportError::Stopped(reason) if reason.to_string() == "refused on purpose"),
+        "{err}"
+    );
+    assert_eq!(test.item(&id_of(&lines[0])).await.views, 1, "batch 1 and its mark committed");
+    assert_eq!(
+        item::Entity::find().count(&test.db).await.unwrap(),
+        3,
+        "batch 2 rolled back, batch 3 never read"
+    );
+    assert_eq!(test.outbox().await.len(), 3);
 }
