@@ -6,8 +6,10 @@
 //! | `warm_cache` | `warm_cache.rs` | the cache warm-up |
 //! | `recompute_trending` | `recompute_trending.rs` | trending scores re-encoded under the configured half-life |
 //! | `rebuild_search_index` | `rebuild_search_index.rs` | the full-text index rebuilt |
+//! | `backup` | `backup.rs` | a consistent snapshot of the database to `<data_dir>/backups/` |
 //! | `noop_sleep` | `noop.rs` | a controllable job for tests |
 
+pub mod backup;
 pub mod import_catalog;
 pub mod noop;
 pub mod rebuild_search_index;
@@ -43,6 +45,7 @@ pub fn handlers(deps: &KindDeps) -> Handlers {
         deps.settings.explore.trend_half_life_hours,
     ));
     handlers.register(rebuild_search_index::RebuildSearchIndex::new(deps.db.clone()));
+    handlers.register(backup::Backup { settings: deps.settings.clone(), db: deps.db.clone() });
     if deps.settings.queue.test_jobs {
         handlers.register(noop::NoopSleep);
     }

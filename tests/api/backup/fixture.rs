@@ -50,7 +50,7 @@ pub async fn seed(db: &DatabaseConnection) {
     }
     let changes = castwork::explore::change::change_bus();
     let cursor = std::io::Cursor::new(lines);
-    let summary = import_reader(db, &changes, cursor, &ImportOptions { batch_size: 128 }, &()).await.unwrap();
+    let summary = import_reader(db, &changes, cursor, &ImportOptions { batch_size: 128, ..ImportOptions::default() }, &()).await.unwrap();
     assert_eq!(summary.inserted, ITEMS as u64);
     let first: item::Model =
         item::Entity::find().order_by_asc(item::Column::Id).one(db).await.unwrap().unwrap();
@@ -114,6 +114,8 @@ pub async fn seed(db: &DatabaseConnection) {
         created_by: Set("user0".to_owned()),
         idempotency_key: Set(Some("k-1".to_owned())),
         cancel_requested: Set(true),
+        locked_by: Set(Some("node-a".to_owned())),
+        locked_until: Set(Some(now)),
         created_at: Set(now),
         updated_at: Set(now),
         started_at: Set(Some(now)),
