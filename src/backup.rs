@@ -222,3 +222,21 @@ pub fn known_migrations() -> Vec<String> {
     use migration::MigratorTrait;
     migration::Migrator::migrations().iter().map(|m| m.name().to_owned()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A background job spawns these futures on the runtime: they must be `Send`.
+    #[allow(dead_code, reason = "checked by the compiler, never run")]
+    fn the_futures_are_send(
+        db: &DatabaseConnection,
+        options: &BackupOptions,
+        progress: &mut (dyn FnMut(Progress) + Send),
+        cancel: &CancellationToken,
+    ) {
+        fn send<T: Send>(_: T) {}
+        send(create(db, options, progress, cancel));
+        send(restore(db, Path::new("a.tar"), None, progress, cancel));
+    }
+}
