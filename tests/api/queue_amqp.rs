@@ -117,3 +117,77 @@ async fn writes_during_a_broker_outage_are_answered_and_published_once_it_is_bac
     assert!(published.is_some(), "the outbox drained after the outage");
     app.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_import_survives_a_worker_kill_and_a_broker_cut_with_exact_counts() {
+    use castwork::queue::model::JobState;
+
+    use crate::jobs_kinds::sample_lines;
+
+    let scope = scope();
+    let proxy = Proxy::start(amqp_address().parse().unwrap()).await;
+    let url = through(&proxy);
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        on_rabbitmq(&scope, &url)(s);
+        s.queue.workers = 1;
+    })
+    .await;
+    wait_amqp(&app, "ok").await;
+    let admin = app.admin_token().await;
+    let lines = sample_lines(2000);
+    std::fs::write(app.import_dir().join("catalog.jsonl"), lines.join("\n") + "\n").unwrap();
+    let (job, _) = app
+        .queue
+        .submit("import_catalog", json!({ "path": "catalog.jsonl", "batch_size": 10 }), "admin", None)
+        .await
+        .unwrap();
+    let row = |app: &TestApp| {
+        let (queue, id) = (app.queue.clone(), job.id.clone());
+        async move { queue.store().get(&id).await.unwrap().unwrap() }
+    };
+    let progressed = poll_until(Duration::from_secs(20), || async {
+        let r = row(&app).await;
+        (r.processed >= 200).then_some(r.processed)
+    })
+    .await
+    .expect("the import makes progress");
+    // the worker dies mid-import
+    let response = app.chaos(&admin, "job-worker-0", "kill").await;
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap_or_default());
+    let resumed = poll_until(Duration::from_secs(30), || async {
+        let r = row(&app).await;
+        (r.attempts == 2 && r.processed > progressed).then_some(r.processed)
+    })
+    .await
+    .expect("a second attempt carries on from the checkpoint");
+    assert!(resumed > progressed);
+    // then the broker goes away for a while and comes back
+    proxy.cut();
+    wait_amqp(&app, "down").await;
+    proxy.restore();
+    wait_amqp(&app, "ok").await;
+    let done = poll_until(Duration::from_secs(60), || async {
+        let r = row(&app).await;
+        JobState::parse(&r.state).is_some_and(JobState::is_terminal).then_some(r)
+    })
+    .await
+    .expect("the import ends");
+    assert_eq!(done.state, "succeeded", "{done:?}");
+    let result = done.result.unwrap();
+    assert_eq!(result["lines"], json!(2000), "{result}");
+    assert_eq!(
+        result["inserted"].as_u64().unwrap() + result["rejected"].as_u64().unwrap(),
+        2000,
+        "every line counted once: {result}"
+    );
+    assert!(result["resumed_from_line"].as_u64().unwrap() > 0, "{result}");
+    let (_, categories) = app.get_json("/api/v1/explore/categories", Some(&admin)).await;
+    let items: i64 = categories
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(items as u64, result["inserted"].as_u64().unwrap(), "the table holds exactly what was counted");
+    app.shut_down().await;
+}
