@@ -1,4 +1,7 @@
-//! The `castwork` command line: `serve` (default), `migrate`, `config`, `user add`, `token`, `import`.
+//! The `castwork` command line: `serve` (default), `migrate`, `config`, `user add`, `token`, `import`,
+//! and `jobs` ([`jobs`]: a client of a running node).
+
+pub mod jobs;
 
 use std::io::{Read, Write};
 
@@ -46,6 +49,8 @@ pub enum Command {
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         batch_size: u32,
     },
+    /// List, show, cancel or watch the jobs of a running node (token in CASTWORK_TOKEN).
+    Jobs(jobs::JobsArgs),
 }
 
 /// `castwork user ...`.
@@ -107,6 +112,13 @@ impl Cli {
                 let pair = auth.mint(&username).await.context("failed to mint a token")?;
                 let json = serde_json::to_string_pretty(&pair).context("failed to encode the token")?;
                 writeln!(std::io::stdout().lock(), "{json}").context("failed to write the token")
+            }
+            Command::Jobs(args) => {
+                if jobs::run(args).await? {
+                    Ok(())
+                } else {
+                    bail!("the job did not succeed")
+                }
             }
             Command::Import { path, batch_size } => {
                 let db = db::connect(&settings).await.context("failed to connect to the database")?;

@@ -27,6 +27,7 @@ mod files;
 mod health;
 mod import;
 mod items;
+mod jobs_api;
 mod login_hardening;
 mod openapi;
 mod openapi_rules;
