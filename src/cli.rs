@@ -1,5 +1,8 @@
 //! The `castwork` command line: `serve` (default), `migrate`, `config`, `user add`, `token`, `import`,
-//! `backup`, `restore`.
+//! `backup`, `restore`,
+//! and `jobs` ([`jobs`]: a client of a running node).
+
+pub mod jobs;
 
 use std::io::{Read, Write};
 
@@ -60,6 +63,8 @@ pub enum Command {
         #[arg(long, value_name = "VAR")]
         key_env: Option<String>,
     },
+    /// List, show, cancel or watch the jobs of a running node (token in CASTWORK_TOKEN).
+    Jobs(jobs::JobsArgs),
 }
 
 /// `castwork user ...`.
@@ -121,6 +126,13 @@ impl Cli {
                 let pair = auth.mint(&username).await.context("failed to mint a token")?;
                 let json = serde_json::to_string_pretty(&pair).context("failed to encode the token")?;
                 writeln!(std::io::stdout().lock(), "{json}").context("failed to write the token")
+            }
+            Command::Jobs(args) => {
+                if jobs::run(args).await? {
+                    Ok(())
+                } else {
+                    bail!("the job did not succeed")
+                }
             }
             Command::Import { path, batch_size } => {
                 let db = db::connect(&settings).await.context("failed to connect to the database")?;

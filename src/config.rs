@@ -46,12 +46,18 @@ pub mod env {
     pub const TEST_AMQP_URL: &str = "CASTWORK_TEST_AMQP_URL";
     /// Catalogue the whole-catalogue import test reads (default `assets/arxiv/catalog.jsonl.gz`).
     pub const TEST_CATALOG: &str = "CASTWORK_TEST_CATALOG";
+    /// Base URL of the node `castwork jobs ...` talks to (default `http://127.0.0.1:8080`).
+    pub const URL: &str = "CASTWORK_URL";
+    /// Access token `castwork jobs ...` sends.
+    pub const TOKEN: &str = "CASTWORK_TOKEN";
     /// Keys under [`PREFIX`] that are not configuration keys.
-    pub(super) const NOT_KEYS: [&str; 8] = [
+    pub(super) const NOT_KEYS: [&str; 10] = [
         "env",
         "config_dir",
         "bootstrap_admin_password",
         "user_password",
+        "url",
+        "token",
         "test_pg_url",
         "test_redis_url",
         "test_amqp_url",

@@ -184,6 +184,18 @@ impl<T: Send + Sync + 'static> Bus<T> {
     }
 }
 
+/// What [`Subscription::next`] found.
+#[derive(Debug)]
+pub enum Received<T> {
+    /// The next event.
+    Event(Arc<T>),
+    /// This many events were lost by falling behind (logged and counted); the
+    /// subscriber may want to look up the state they would have told it.
+    Lagged(u64),
+    /// Every clone of the bus is gone.
+    Closed,
+}
+
 /// A buffered subscriber's end of a [`Bus`].
 pub struct Subscription<T> {
     bus: &'static str,
@@ -197,11 +209,25 @@ impl<T: Send + Sync + 'static> Subscription<T> {
     /// falling behind are skipped over (logged and counted), not returned.
     pub async fn recv(&mut self) -> Option<Arc<T>> {
         loop {
-            match self.receiver.recv().await {
-                Ok(event) => return Some(event),
-                Err(RecvError::Lagged(missed)) => self.lost(missed),
-                Err(RecvError::Closed) => return None,
+            match self.next().await {
+                Received::Event(event) => return Some(event),
+                Received::Lagged(_) => {}
+                Received::Closed => return None,
             }
+        }
+    }
+
+    /// The next event, or word that some were lost (logged and counted as by
+    /// [`Self::recv`]) or that the bus is gone: for a subscriber that must
+    /// catch up from elsewhere after a loss.
+    pub async fn next(&mut self) -> Received<T> {
+        match self.receiver.recv().await {
+            Ok(event) => Received::Event(event),
+            Err(RecvError::Lagged(missed)) => {
+                self.lost(missed);
+                Received::Lagged(missed)
+            }
+            Err(RecvError::Closed) => Received::Closed,
         }
     }
 
@@ -299,5 +325,21 @@ mod tests {
         assert_eq!(bus.stats().lagged, 6);
         drop(bus);
         assert!(slow.recv().await.is_none(), "the subscription ends with the bus");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_reports_a_loss_once_then_carries_on() {
+        let bus = bus();
+        let mut told = bus.subscribe("told");
+        for event in 1..=6 {
+            bus.publish(event).await;
+        }
+        assert!(matches!(told.next().await, Received::Lagged(2)), "the loss is reported once");
+        assert!(matches!(told.next().await, Received::Event(e) if *e == 3));
+        drop(bus);
+        for event in 4..=6 {
+            assert!(matches!(told.next().await, Received::Event(e) if *e == event));
+        }
+        assert!(matches!(told.next().await, Received::Closed));
     }
 }

@@ -13,6 +13,7 @@ pub mod explore;
 pub mod extract;
 pub mod health;
 pub mod items;
+pub mod jobs;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
@@ -24,6 +25,8 @@ use std::time::Duration;
 
 use axum::Router;
 use sea_orm::DatabaseConnection;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,17 +49,23 @@ struct Inner {
     explore: CachedExplore,
     db: DatabaseConnection,
     shutting_down: AtomicBool,
+    /// Cancelled when shutdown begins: long-lived responses (job event streams) end.
+    stopping: CancellationToken,
+    /// Permits for open job event streams (`GET /api/v1/jobs/{id}/events`).
+    job_streams: Arc<Semaphore>,
     started: tokio::time::Instant,
 }
 
 impl AppState {
-    /// Bundles the node's parts for the handlers.
+    /// Bundles the node's parts for the handlers; at most `max_job_streams` job
+    /// event streams are open at once.
     pub fn new(
         settings: Arc<Settings>,
         runtime: Arc<Runtime>,
         auth: AuthService,
         explore: CachedExplore,
         db: DatabaseConnection,
+        max_job_streams: usize,
     ) -> Self {
         let inner = Inner {
             settings,
@@ -65,6 +74,8 @@ impl AppState {
             explore,
             db,
             shutting_down: AtomicBool::new(false),
+            stopping: CancellationToken::new(),
+            job_streams: Arc::new(Semaphore::new(max_job_streams)),
             started: tokio::time::Instant::now(),
         };
         Self { inner: Arc::new(inner) }
@@ -89,9 +100,18 @@ impl AppState {
     pub fn db(&self) -> &DatabaseConnection {
         &self.inner.db
     }
-    /// Marks the node as shutting down: readiness turns 503.
+    /// Marks the node as shutting down: readiness turns 503 and job event streams end.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.stopping.cancel();
+    }
+    /// Cancelled when shutdown begins.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.inner.stopping
+    }
+    /// Permits for open job event streams.
+    pub fn job_streams(&self) -> &Arc<Semaphore> {
+        &self.inner.job_streams
     }
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
@@ -134,6 +154,12 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(cache::warm))
         .routes(routes!(admin::actors))
         .routes(routes!(admin::chaos))
+        .routes(routes!(jobs::create, jobs::list))
+        .routes(routes!(jobs::schedules))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::events))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::retry))
 }
 
 /// The whole API: the routes of [`api`] (its document half is the one

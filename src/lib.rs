@@ -25,7 +25,7 @@
 //! | [`http`] | the axum router, one file per API area, the error model |
 //! | [`server`] | the HTTP/1 accept loop: connection cap, header-read and idle timeouts, open-file limit |
 //! | [`startup`] | [`startup::Application`]: build a node, run it, shut it down gracefully |
-//! | [`cli`] | the `castwork` command line |
+//! | [`cli`] | the `castwork` command line; [`cli::jobs`]: the client of a running node's jobs API (`castwork jobs ...`) |
 //!
 //! A request flows: axum handler → (auth middleware) → ask an actor through its
 //! [`supervision::slot::ActorSlot`] with a deadline → map the answer or the

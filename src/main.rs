@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use castwork::cli::Cli;
+use castwork::cli::{Cli, Command};
 use castwork::config::Settings;
 use castwork::telemetry;
 
@@ -18,6 +18,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Jobs(args)) = cli.command {
+        // a client of a running node: this process's configuration plays no part
+        return match castwork::cli::jobs::run(args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(err) => {
+                eprintln!("castwork: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(err) => {

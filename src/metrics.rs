@@ -252,6 +252,8 @@ pub const JOB_DURATION_SECONDS: &str = "castwork_job_duration_seconds";
 pub const JOB_WORKERS_BUSY: &str = "castwork_job_workers_busy";
 /// Deliveries of a job another worker holds, put off until its lease runs out.
 pub const JOBS_DEFERRED_TOTAL: &str = "castwork_jobs_deferred_total";
+/// Job event streams (`GET /api/v1/jobs/{id}/events`) open on this node.
+pub const JOB_STREAMS_OPEN: &str = "castwork_job_streams_open";
 /// Outbox rows published (their publish confirmed), by route.
 pub const OUTBOX_PUBLISHED_TOTAL: &str = "castwork_outbox_published_total";
 /// Outbox publishes that failed (the row stays and is tried again).
@@ -280,6 +282,11 @@ pub fn job_finished(kind: &str, outcome: &'static str, elapsed: Duration) {
 /// One more (`1.0`) or one fewer (`-1.0`) busy worker.
 pub fn job_workers_busy(delta: f64) {
     metrics::gauge!(JOB_WORKERS_BUSY).increment(delta);
+}
+
+/// One more (`1.0`) or one fewer (`-1.0`) open job event stream.
+pub fn job_streams_open(delta: f64) {
+    metrics::gauge!(JOB_STREAMS_OPEN).increment(delta);
 }
 
 /// Counts a delivery put off.

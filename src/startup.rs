@@ -57,6 +57,9 @@ pub struct Application {
 pub struct Hooks {
     /// Holds every cache load until opened (stalls the database behind the cache).
     pub load_gate: Option<LoadGate>,
+    /// Most job event streams open at once, in place of
+    /// [`http::jobs::MAX_STREAMS`] (a tiny bound, to test it).
+    pub max_job_streams: Option<usize>,
 }
 
 impl Application {
@@ -172,7 +175,8 @@ impl Application {
                 }),
             );
         }
-        let state = AppState::new(settings, runtime.clone(), auth, cached, db);
+        let max_streams = hooks.max_job_streams.unwrap_or(http::jobs::MAX_STREAMS);
+        let state = AppState::new(settings, runtime.clone(), auth, cached, db, max_streams);
         Ok(Self { listener, port, state, runtime })
     }
 

@@ -13,6 +13,8 @@ use serde::Serialize;
 use crate::auth::AuthError;
 use crate::explore::ExploreError;
 use crate::explore::cached::ReadError;
+use crate::queue::QueueError;
+use crate::queue::store::StoreError;
 use crate::supervision::slot::AskError;
 
 /// Every error an HTTP handler can return.
@@ -33,6 +35,9 @@ pub enum ApiError {
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// A conflict with a code of its own (409): `invalid_state`, `idempotency_conflict`.
+    #[error("{message}")]
+    ConflictWith { code: &'static str, message: String },
     /// A conditional write named a stale version (409, with the current one).
     #[error("{message}")]
     VersionConflict { message: String, current_version: i64 },
@@ -93,7 +98,9 @@ impl ApiError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) | Self::VersionConflict { .. } => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConflictWith { .. } | Self::VersionConflict { .. } => {
+                StatusCode::CONFLICT
+            }
             Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
@@ -111,6 +118,7 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. }
             | Self::Unauthorized { code, .. }
+            | Self::ConflictWith { code, .. }
             | Self::Unavailable { code, .. } => code,
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
@@ -232,6 +240,46 @@ impl From<&ExploreError> for ApiError {
     }
 }
 
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        match err {
+            QueueError::UnknownKind { .. } => {
+                let message = err.to_string();
+                Self::Validation { fields: BTreeMap::from([("kind".to_owned(), message.clone())]), message }
+            }
+            QueueError::Invalid(fields) => {
+                Self::Validation { message: "the job payload is invalid; see fields".to_owned(), fields }
+            }
+            QueueError::PayloadTooLarge { .. } => Self::PayloadTooLarge(err.to_string()),
+            QueueError::Store(store) => Self::from(store),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(_) => Self::NotFound(err.to_string()),
+            StoreError::WrongState { .. } => {
+                Self::ConflictWith { code: "invalid_state", message: err.to_string() }
+            }
+            StoreError::IdempotencyConflict(_) => {
+                Self::ConflictWith { code: "idempotency_conflict", message: err.to_string() }
+            }
+            StoreError::QueueFull(_) => Self::Unavailable {
+                code: "queue_full",
+                message: err.to_string(),
+                retry_after: Duration::from_secs(5),
+            },
+            StoreError::BadCursor => Self::bad_request(
+                "invalid_cursor",
+                "the cursor is not one this API issued; pass back `next` from the previous page",
+            ),
+            StoreError::Database(db) => Self::from(&db),
+        }
+    }
+}
+
 impl From<ReadError> for ApiError {
     fn from(err: ReadError) -> Self {
         match err {
@@ -339,5 +387,16 @@ mod tests {
         let weak = ApiError::from(AuthError::Policy(crate::auth::PolicyError::ControlCharacter));
         assert_eq!((weak.status(), weak.code()), (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"));
         assert!(matches!(&weak, ApiError::Validation { fields, .. } if fields.contains_key("password")));
+        let unknown =
+            ApiError::from(QueueError::UnknownKind { kind: "x".into(), known: "noop_sleep".into() });
+        assert!(matches!(&unknown, ApiError::Validation { fields, .. } if fields.contains_key("kind")));
+        let finished =
+            ApiError::from(StoreError::WrongState { id: "j".into(), state: "succeeded", reason: "no" });
+        assert_eq!((finished.status(), finished.code()), (StatusCode::CONFLICT, "invalid_state"));
+        let full = ApiError::from(QueueError::Store(StoreError::QueueFull(3)));
+        assert_eq!((full.status(), full.code()), (StatusCode::SERVICE_UNAVAILABLE, "queue_full"));
+        assert!(full.into_response().headers().get(header::RETRY_AFTER).is_some());
+        let large = ApiError::from(QueueError::PayloadTooLarge { size: 9, max: 1 });
+        assert_eq!(large.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -17,7 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder, response::Response};
 use utoipa::{Modify, OpenApi, PartialSchema, ToResponse, ToSchema};
 
-use super::{admin, auth, cache, health};
+use super::{admin, auth, cache, health, jobs};
 use crate::auth::hashing::HashingReport;
 use crate::auth::limiter::LimiterReport;
 use crate::auth::{AuthReport, Principal, Role, TokenPair};
@@ -27,6 +27,8 @@ use crate::explore::model::{
 };
 use crate::explore::warm::WarmReport;
 use crate::health::{ComponentHealth, ComponentStatus};
+use crate::queue::model::{JobState, JobView, Progress};
+use crate::queue::schedule::ScheduleView;
 use crate::supervision::breaker::{BreakerSnapshot, BreakerState};
 use crate::supervision::supervisor::ChaosAction;
 use crate::supervision::tree::{ActorNode, Failure, FailureKind, NodeStatus};
@@ -96,6 +98,13 @@ a generated UUID).";
             cache::CacheReport,
             BypassStats,
             WarmReport,
+            jobs::JobRequest,
+            jobs::JobList,
+            jobs::stream::JobProgress,
+            JobView,
+            JobState,
+            Progress,
+            ScheduleView,
         ),
         responses(
             TokenIssued,
@@ -123,6 +132,9 @@ a generated UUID).";
             `PUT` and `PATCH` need `If-Match` with the item's `ETag`."),
         (name = "admin", description = "Users, login counters, the cache, the live actor tree and fault \
             injection (admin)."),
+        (name = "jobs", description = "Background jobs: submitting (admin), reading (a caller below admin sees \
+            only its own jobs), live progress as Server-Sent Events, cancelling and retrying (admin), and the \
+            cron schedules (admin)."),
         (name = "operations", description = "Prometheus metrics and this document; public."),
     ),
 )]

@@ -92,8 +92,8 @@ impl LocalBroker {
         let settle = Box::new(LocalSettle { broker: self.clone(), id: id.clone(), body: body.clone() });
         self.work.try_send(Delivery::new(Some(id), body, redelivered, settle)).map_err(|e| {
             let reason = full_or_closed(&e);
-            // not handed out: dropping it must not queue it again
-            e.into_inner().disarm();
+            // dropped unsettled, it would be given back through this same call, without end
+            e.into_inner().abandon();
             PublishError::Unavailable(format!("the local job queue is {reason}"))
         })
     }
@@ -191,6 +191,17 @@ mod tests {
         let delivery = consumers.work.recv().await.unwrap();
         assert_eq!(delivery.id.as_deref(), Some("r"));
         delivery.ack().await;
+    }
+
+    #[tokio::test]
+    async fn a_delivery_dropped_after_its_queue_closed_is_let_go() {
+        let (broker, mut consumers) = LocalBroker::new(8);
+        broker.publish(job("a", Route::Work)).await.unwrap();
+        let delivery = consumers.work.recv().await.unwrap();
+        drop(consumers);
+        // giving it back fails (closed); it must not be given back again and again
+        drop(delivery);
+        assert!(matches!(broker.publish(job("b", Route::Work)).await, Err(PublishError::Unavailable(_))));
     }
 
     #[tokio::test]

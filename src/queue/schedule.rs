@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use croner::Cron;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::Serialize;
@@ -40,11 +40,13 @@ pub struct Schedule {
 impl Schedule {
     /// The first tick after `now`.
     pub fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&now, false).ok()
+        // croner keeps the start's fraction of a second: a tick is a whole second
+        self.cron.find_next_occurrence(&now.trunc_subsecs(0), false).ok()
     }
-    /// The latest tick at or before `now`.
+    /// The latest tick at or before `now` (a whole second: every node and every
+    /// check names the same tick the same, which is what runs it once).
     pub fn latest(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_previous_occurrence(&now, true).ok()
+        self.cron.find_previous_occurrence(&now.trunc_subsecs(0), true).ok()
     }
 }
 
@@ -213,4 +215,32 @@ pub fn child_spec(schedules: Schedules, queue: Queue) -> ChildSpec {
             Ok(StartedChild::worker(actor))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_whole_seconds_whatever_the_clock_says() {
+        let settings = crate::config::ScheduleSettings {
+            name: "daily".into(),
+            cron: "0 3 * * *".into(),
+            kind: "noop_sleep".into(),
+            payload: Value::Null,
+        };
+        let schedule = Schedule {
+            name: settings.name.clone(),
+            cron: settings.parse_cron().unwrap(),
+            expression: settings.cron.clone(),
+            kind: settings.kind.clone(),
+            payload: Value::Null,
+        };
+        let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+        let now = at("2026-06-01T12:34:56.789Z");
+        assert_eq!(schedule.latest(now), Some(at("2026-06-01T03:00:00Z")));
+        assert_eq!(schedule.latest(at("2026-06-01T12:40:00.001Z")), schedule.latest(now), "the same tick");
+        assert_eq!(schedule.next_after(now), Some(at("2026-06-02T03:00:00Z")));
+        assert_eq!(schedule.latest(at("2026-06-02T03:00:00.5Z")), Some(at("2026-06-02T03:00:00Z")));
+    }
 }

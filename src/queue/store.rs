@@ -121,6 +121,17 @@ impl JobStore {
         Self { db, max_pending }
     }
 
+    /// A write transaction. On SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): one that reads first and writes then fails at once with "database
+    /// is locked" when another connection wrote in between.
+    async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        let options = sea_orm::TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            ..sea_orm::TransactionOptions::default()
+        };
+        self.db.begin_with_options(options).await
+    }
+
     /// The connection, for job handlers.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
@@ -134,7 +145,7 @@ impl JobStore {
         {
             return same_request(existing, &new).map(|view| (view, false));
         }
-        let txn = self.db.begin().await?;
+        let txn = self.begin_write().await?;
         let created = match self.insert(&txn, &new).await {
             Ok(created) => created,
             Err(StoreError::Database(err)) => {
@@ -162,7 +173,7 @@ impl JobStore {
         schedule: &str,
         tick: DateTime<Utc>,
     ) -> Result<Option<JobView>, StoreError> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin_write().await?;
         let run = job_schedule_run::ActiveModel {
             schedule: Set(schedule.to_owned()),
             tick: Set(tick),
@@ -387,7 +398,7 @@ impl JobStore {
     /// holds), with its `job.finished` event and, for a retry, its delayed work message.
     pub async fn finish(&self, id: &str, owner: Option<&str>, outcome: Outcome) -> Result<bool, StoreError> {
         let now = Utc::now();
-        let txn = self.db.begin().await?;
+        let txn = self.begin_write().await?;
         let (state, error) = match &outcome {
             Outcome::Succeeded(_) => (JobState::Succeeded, None),
             Outcome::Failed { error, retry_in: Some(_) } => (JobState::Retrying, Some(error.clone())),
@@ -462,7 +473,7 @@ impl JobStore {
                 }
             }
             JobState::Running => {
-                let txn = self.db.begin().await?;
+                let txn = self.begin_write().await?;
                 job::Entity::update_many()
                     .col_expr(job::Column::CancelRequested, Expr::value(true))
                     .col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()))
@@ -495,7 +506,7 @@ impl JobStore {
 
     /// Queues a failed job again with a fresh set of attempts.
     pub async fn retry(&self, id: &str) -> Result<JobView, StoreError> {
-        let txn = self.db.begin().await?;
+        let txn = self.begin_write().await?;
         let row = find(&txn, id).await.map_err(|_| StoreError::NotFound(id.to_owned()))?;
         if row.state != JobState::Failed.as_str() {
             let state = JobState::parse(&row.state).unwrap_or(JobState::Failed);

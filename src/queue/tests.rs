@@ -74,9 +74,12 @@ impl Node {
     ) -> crate::db::entities::job::Model {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let row = self.queue.store().get(id).await.expect("read").expect("the job exists");
-            if done(&row) {
-                return row;
+            // a read refused under load (no pooled connection in time) is tried again
+            let row = self.queue.store().get(id).await.ok().flatten();
+            if let Some(row) = &row
+                && done(row)
+            {
+                return row.clone();
             }
             assert!(Instant::now() < deadline, "job {id} never got {what}: {row:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -94,6 +94,12 @@ impl Delivery {
             settle.dead_letter().await;
         }
     }
+
+    /// Drops it without giving it back: for a carrier that could not take it back
+    /// (giving it back again would try the same thing again, without end).
+    pub fn abandon(mut self) {
+        self.settle.take();
+    }
 }
 
 impl Drop for Delivery {

@@ -48,7 +48,7 @@ async fn shard_sum(app: &TestApp, token: &str, field: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_load_stalled_reads_answer_503_then_200_when_the_database_is_back() {
     let gate = LoadGate::closed();
-    let hooks = Hooks { load_gate: Some(gate.clone()) };
+    let hooks = Hooks { load_gate: Some(gate.clone()), ..Hooks::default() };
     let app = spawn_app_hooked(Backend::Sqlite, hooks, |s| {
         s.cache.load_timeout_ms = LOAD_TIMEOUT_MS;
         s.supervision.ask_timeout_ms = ASK_TIMEOUT_MS;

@@ -28,6 +28,7 @@ mod files;
 mod health;
 mod import;
 mod items;
+mod jobs_api;
 mod jobs_kinds;
 mod login_hardening;
 mod openapi;
