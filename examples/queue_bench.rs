@@ -18,6 +18,7 @@
 //! database is a fresh PostgreSQL one (`CASTWORK_TEST_PG_URL`), dropped at the end.
 //! Prints one `RESULT` line per measurement.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,24 +58,26 @@ async fn main() -> anyhow::Result<()> {
                 .to_string();
             let raw = raw_work(n, body.len()).await?;
             let castwork = castwork_jobs(n).await?;
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "RESULT jobs n={n} raw_per_sec={:.0} castwork_per_sec={:.0} ratio={:.2}",
                 raw,
                 castwork,
                 castwork / raw
-            );
+            )?;
         }
         "events" => {
             let raw = raw_events(n, 260).await?;
             let (castwork, p50, p99) = castwork_events(n).await?;
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "RESULT events n={n} raw_per_sec={:.0} castwork_per_sec={:.0} ratio={:.2} lag_p50_ms={:.1} lag_p99_ms={:.1}",
                 raw,
                 castwork,
                 castwork / raw,
                 p50,
                 p99
-            );
+            )?;
         }
         other => bail!("unknown benchmark {other:?}: jobs or events"),
     }

@@ -36,6 +36,7 @@ use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::events::{self, Bus};
+use crate::metrics;
 use handler::{FieldErrors, Handlers};
 use model::{JobEvent, JobView};
 use store::{JobStore, NewJob, StoreError};
@@ -122,6 +123,7 @@ impl Queue {
         };
         let answer = self.inner.store.submit(new).await?;
         if answer.1 {
+            metrics::job_submitted(handler.kind());
             self.outbox_written();
         }
         Ok(answer)

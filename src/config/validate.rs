@@ -249,7 +249,7 @@ impl Settings {
         }
         let queue = &self.queue;
         let url = queue.amqp_url.expose();
-        if !url.is_empty() && !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        if !(url.is_empty() || url.starts_with("amqp://") || url.starts_with("amqps://")) {
             return bad(
                 "queue.amqp_url",
                 "must start with amqp:// or amqps:// (or be empty: embedded delivery)",

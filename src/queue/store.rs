@@ -67,7 +67,7 @@ pub struct NewJob {
 #[derive(Debug)]
 pub enum Claim {
     /// The caller holds the job now (its attempt is counted).
-    Claimed(job::Model),
+    Claimed(Box<job::Model>),
     /// Over (or cancelled before it ran): drop the delivery.
     Done(JobState),
     /// A live worker holds it until then: put the delivery off.
@@ -317,7 +317,7 @@ impl JobStore {
             return Ok(Claim::Missing);
         };
         if updated.rows_affected == 1 {
-            return Ok(Claim::Claimed(row));
+            return Ok(Claim::Claimed(Box::new(row)));
         }
         let state = JobState::parse(&row.state).unwrap_or(JobState::Failed);
         if state.is_terminal() {

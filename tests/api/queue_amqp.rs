@@ -182,12 +182,11 @@ async fn a_long_import_survives_a_worker_kill_and_a_broker_cut_with_exact_counts
     );
     assert!(result["resumed_from_line"].as_u64().unwrap() > 0, "{result}");
     let (_, categories) = app.get_json("/api/v1/explore/categories", Some(&admin)).await;
-    let items: i64 = categories
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["count"].as_i64().unwrap())
-        .sum();
-    assert_eq!(items as u64, result["inserted"].as_u64().unwrap(), "the table holds exactly what was counted");
+    let items: i64 = categories.as_array().unwrap().iter().map(|g| g["count"].as_i64().unwrap()).sum();
+    assert_eq!(
+        items as u64,
+        result["inserted"].as_u64().unwrap(),
+        "the table holds exactly what was counted"
+    );
     app.shut_down().await;
 }

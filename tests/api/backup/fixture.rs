@@ -50,7 +50,15 @@ pub async fn seed(db: &DatabaseConnection) {
     }
     let changes = castwork::explore::change::change_bus();
     let cursor = std::io::Cursor::new(lines);
-    let summary = import_reader(db, &changes, cursor, &ImportOptions { batch_size: 128, ..ImportOptions::default() }, &()).await.unwrap();
+    let summary = import_reader(
+        db,
+        &changes,
+        cursor,
+        &ImportOptions { batch_size: 128, ..ImportOptions::default() },
+        &(),
+    )
+    .await
+    .unwrap();
     assert_eq!(summary.inserted, ITEMS as u64);
     let first: item::Model =
         item::Entity::find().order_by_asc(item::Column::Id).one(db).await.unwrap().unwrap();
