@@ -297,6 +297,34 @@ async fn a_deleted_work_queue_is_declared_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_that_dies_lets_go_of_its_connection_and_the_next_one_takes_over() {
+    with_prefix(|prefix| async move {
+        let config = config(&amqp_url(), &prefix);
+        let mut node = Node::up(config.clone()).await;
+        node.actor.cast(BridgeMsg::Panic).unwrap();
+        assert!(node.handle.await.is_ok());
+        let state = node.bridge.link().borrow().clone();
+        assert!(matches!(&state, LinkState::Down { error, .. } if error.contains("restarted")), "{state:?}");
+        let refused = node.bridge.publish(message(Route::Work)).await;
+        assert!(matches!(refused, Err(PublishError::Unavailable(_))), "{refused:?}");
+
+        // a new incarnation on the same handle: publishes and deliveries flow again
+        let args = BridgeArgs { bridge: node.bridge.clone(), stats: Arc::new(ActorStats::default()) };
+        let (actor, handle) = Actor::spawn(None, QueueBridge { config }, args).await.unwrap();
+        node.actor = actor;
+        node.handle = handle;
+        node.until(|state| *state == LinkState::Up).await;
+        let job = message(Route::Work);
+        node.bridge.publish(job.clone()).await.unwrap();
+        let delivery = next(&mut node.consumers.work).await;
+        assert_eq!(delivery.id.as_deref(), Some(job.id.as_str()));
+        delivery.ack().await;
+        node.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_the_link_is_down_and_publishes_fail_at_once() {
     // nothing listens on port 1
     let node = Node::start(config("amqp://guest:guest@127.0.0.1:1/%2f", &amqp_prefix())).await;
