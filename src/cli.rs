@@ -152,7 +152,7 @@ impl Cli {
                 if summary.inserted + summary.updated > 0 {
                     tracing::info!(
                         changed = summary.inserted + summary.updated,
-                        "running servers keep serving cached pages until they expire; flush their cache to show the import now"
+                        "running servers invalidate the changed pages when their outbox relay publishes the changes"
                     );
                     text.push_str(import::report::CACHE_HINT);
                 }

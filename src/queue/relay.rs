@@ -21,7 +21,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use serde_json::json;
 use tokio::sync::Notify;
@@ -32,7 +32,7 @@ use super::broker::Broker;
 use super::local::route_label;
 use super::store::{JOB_RETRY, JOB_SUBMITTED, JobStore};
 use super::transport::{Outgoing, Route};
-use crate::db::entities::{job_schedule_run, outbox};
+use crate::db::entities::outbox;
 use crate::metrics;
 use crate::supervision::chaos::chaos_panic;
 use crate::supervision::child::{ChaosTarget, ChildSpec, StartedChild};
@@ -186,7 +186,14 @@ impl OutboxRelay {
         if !postgres && !take_lease(&args.db, &self.config.node).await? {
             return Ok((0, false));
         }
-        let txn = args.db.begin().await?;
+        // SQLite: take the write lock up front, as the batch ends in a write
+        let txn = args
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await?;
         let mut query = outbox::Entity::find()
             .filter(outbox::Column::PublishedAt.is_null())
             .order_by_asc(outbox::Column::Seq)
@@ -255,10 +262,14 @@ impl OutboxRelay {
             now - chrono::TimeDelta::from_std(self.config.job_retention).unwrap_or(chrono::TimeDelta::MAX);
         let jobs = args.store.prune(jobs_before).await.map_err(|e| DbErr::Custom(e.to_string()))?;
         metrics::queue_pruned("jobs", jobs);
-        job_schedule_run::Entity::delete_many()
-            .filter(job_schedule_run::Column::Tick.lt(jobs_before))
-            .exec(&args.db)
-            .await?;
+        // every schedule keeps its latest tick, so a yearly schedule still knows its last run
+        let backend = args.db.get_database_backend();
+        let placeholder = if backend == DbBackend::Postgres { "$1" } else { "?" };
+        let sql = format!(
+            "DELETE FROM job_schedule_runs WHERE tick < {placeholder} AND tick < \
+             (SELECT MAX(r.tick) FROM job_schedule_runs r WHERE r.schedule = job_schedule_runs.schedule)"
+        );
+        args.db.execute_raw(Statement::from_sql_and_values(backend, sql, [jobs_before.into()])).await?;
         Ok(())
     }
 }

@@ -20,9 +20,8 @@ pub const LISTED_IN_SUMMARY: usize = 20;
 
 /// Appended to the summary when the import changed items: running servers cannot
 /// hear this process's changes.
-pub const CACHE_HINT: &str = "note: running castwork servers do not hear this process's changes: their cached \
-pages show the import once they expire (cache.*_ttl_secs); to show it now, flush their cache \
-(DELETE /api/v1/admin/cache)\n";
+pub const CACHE_HINT: &str = "note: running castwork servers show the import once their outbox relay has \
+published its changes (within queue.outbox_poll_ms while RabbitMQ, or the node itself, takes them)\n";
 
 /// How often [`LogProgress`] logs.
 const LOG_EVERY: Duration = Duration::from_secs(5);
