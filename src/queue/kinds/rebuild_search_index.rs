@@ -71,6 +71,7 @@ impl RebuildSearchIndex {
                 let indexed = maintenance::rebuild_fts_sqlite(&self.db).await.map_err(failed)?;
                 let progress = Progress { processed: indexed, total: Some(indexed), message: None };
                 ctx.checkpoint(progress, json!({ "indexed": indexed })).await?;
+                tracing::info!(job = %ctx.job_id, items = indexed, backend = "sqlite", "search index rebuilt");
                 Ok(json!({ "items_indexed": indexed, "backend": "sqlite" }))
             }
             DbBackend::Postgres => self.rebuild_postgres(&ctx, batch_size, total).await,
@@ -106,6 +107,7 @@ impl RebuildSearchIndex {
         ctx.check()?;
         ctx.progress(walk.indexed, Some(total), Some("rebuilding the index".to_owned())).await?;
         maintenance::reindex_search_pg(&self.db).await.map_err(failed)?;
+        tracing::info!(job = %ctx.job_id, items = walk.indexed, backend = "postgres", "search index rebuilt");
         Ok(json!({ "items_indexed": walk.indexed, "backend": "postgres" }))
     }
 }

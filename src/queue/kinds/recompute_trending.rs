@@ -136,6 +136,13 @@ impl RecomputeTrending {
             walk = next;
             ctx.progress(walk.scanned, Some(total), None).await?;
         }
+        tracing::info!(
+            job = %ctx.job_id,
+            rows_scanned = walk.scanned,
+            rows_updated = walk.updated,
+            shift = walk.shift,
+            "trending scores re-encoded"
+        );
         Ok(json!({
             "rows_scanned": walk.scanned,
             "rows_updated": walk.updated,
