@@ -255,9 +255,14 @@ async fn node() -> anyhow::Result<Node> {
     let explore = ExploreService::new(db.clone(), b"queue-bench-cursor-secret-0123456789");
     let cached = CachedExplore::new(explore.clone(), None, Ttls::from_settings(&settings.cache));
     let deps = kinds::KindDeps { settings: settings.clone(), db: db.clone(), explore, cached };
-    let parts =
-        tree::build(&settings, db.clone(), change::change_bus(), Arc::new(tokio::sync::Notify::new()), &deps)
-            .await?;
+    let parts = tree::build(
+        &settings,
+        db.clone(),
+        change::change_bus(),
+        tree::LocalChanges::watch(deps.explore.changes()),
+        &deps,
+    )
+    .await?;
     let queue = parts.queue.clone();
     let spec = tree::child_spec(&settings, parts);
     let tree = RootTree::start(settings.supervisor("root"), vec![spec]).await?;

@@ -112,13 +112,7 @@ impl Application {
             CacheSink { cache: cache.clone() }.subscribe(explore.changes());
             CacheSink { cache: cache.clone() }.subscribe(&remote_changes);
         }
-        // this node's own writes wake the relay at once
-        let outbox_written = Arc::new(tokio::sync::Notify::new());
-        let wake = outbox_written.clone();
-        explore.changes().on_publish("outbox-relay", move |_| {
-            wake.notify_one();
-            Box::pin(async {})
-        });
+        let local_changes = crate::queue::tree::LocalChanges::watch(explore.changes());
         if settings.explore.import_sample_on_start {
             match import::import_sample_if_empty(&db, explore.changes()).await {
                 Ok(Some(summary)) => {
@@ -146,7 +140,7 @@ impl Application {
             cached: cached.clone(),
         };
         let queue =
-            crate::queue::tree::build(&settings, db.clone(), remote_changes, outbox_written, &deps).await?;
+            crate::queue::tree::build(&settings, db.clone(), remote_changes, local_changes, &deps).await?;
         let runtime = Arc::new(
             Runtime::start(
                 &settings,

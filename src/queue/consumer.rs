@@ -47,6 +47,14 @@ pub struct Sinks {
     pub remote_changes: ChangeBus,
     pub deliveries: Mutex<mpsc::Receiver<Delivery>>,
     pub seen: std::sync::Mutex<Seen>,
+    /// Item changes this node committed itself (already applied before its write
+    /// answered): their events coming back are not applied twice.
+    pub local: Arc<std::sync::Mutex<Seen>>,
+}
+
+/// The key of an item change for [`Sinks::local`].
+pub fn change_key(change: &ItemChange) -> String {
+    format!("{}:{}@{}", change.event_type(), change.id, change.version)
 }
 
 /// Recently seen event ids, oldest forgotten first.
@@ -57,6 +65,11 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// Whether `id` was seen lately.
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
     /// True the first time `id` is seen (within the last [`SEEN_IDS`]).
     pub fn first(&mut self, id: &str) -> bool {
         if self.ids.contains(id) {
@@ -151,7 +164,14 @@ pub async fn apply(sinks: &Sinks, delivery: &Delivery) {
     }
     match envelope.event_type.as_str() {
         ITEM_CHANGED | ITEM_DELETED => match ItemChange::from_payload(&envelope.payload) {
-            Ok(change) => sinks.remote_changes.publish(vec![change]).await,
+            Ok(change) => {
+                let key = change_key(&change);
+                if sinks.local.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
+                    metrics::event_received(&envelope.event_type, "local");
+                    return;
+                }
+                sinks.remote_changes.publish(vec![change]).await;
+            }
             Err(err) => {
                 tracing::warn!(event = %envelope.id, error = %err, "item event not understood");
                 metrics::event_received(&envelope.event_type, "undecodable");

@@ -48,9 +48,15 @@ impl Node {
         let cached = CachedExplore::new(explore.clone(), None, Ttls::from_settings(&settings.cache));
         let deps = kinds::KindDeps { settings: settings.clone(), db: db.clone(), explore, cached };
         let remote = change::change_bus();
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let parts: QueueParts =
-            tree::build(&settings, db.clone(), remote.clone(), wake, &deps).await.expect("the queue builds");
+        let parts: QueueParts = tree::build(
+            &settings,
+            db.clone(),
+            remote.clone(),
+            tree::LocalChanges::watch(deps.explore.changes()),
+            &deps,
+        )
+        .await
+        .expect("the queue builds");
         let (queue, broker) = (parts.queue.clone(), parts.broker.clone());
         let spec = tree::child_spec(&settings, parts);
         let tree = RootTree::start(settings.supervisor("root"), vec![spec]).await.expect("the tree starts");

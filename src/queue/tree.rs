@@ -51,6 +51,32 @@ pub enum QueueSetupError {
     Database(String),
 }
 
+/// This node's own item changes, watched from before its first write: they wake
+/// the relay at once, and their events coming back from the exchange are not
+/// applied a second time.
+#[derive(Clone)]
+pub struct LocalChanges {
+    seen: Arc<std::sync::Mutex<Seen>>,
+    outbox_written: Arc<Notify>,
+}
+
+impl LocalChanges {
+    /// Subscribes to `changes` (Explore's bus); call it before anything writes.
+    pub fn watch(changes: &ChangeBus) -> Self {
+        let local = Self { seen: Arc::default(), outbox_written: Arc::new(Notify::new()) };
+        let (marks, wake) = (local.seen.clone(), local.outbox_written.clone());
+        changes.on_publish("queue", move |changes| {
+            let mut marks = marks.lock().unwrap_or_else(|p| p.into_inner());
+            for change in changes.iter() {
+                marks.first(&consumer::change_key(change));
+            }
+            wake.notify_one();
+            Box::pin(async {})
+        });
+        local
+    }
+}
+
 /// Makes a child spec anew for each start of the queue's subtree.
 pub type BridgeChild = Arc<dyn Fn() -> ChildSpec + Send + Sync>;
 
@@ -69,18 +95,20 @@ pub struct QueueParts {
     consumers: Consumers,
     db: DatabaseConnection,
     remote_changes: ChangeBus,
+    local: Arc<std::sync::Mutex<Seen>>,
 }
 
 /// Builds the queue's parts over `db`: item changes other processes commit reach
-/// `remote_changes`, and `outbox_written` wakes the relay. With no `queue.amqp_url`, unfinished jobs no live worker
+/// `remote_changes`; `local` marks this node's own (see [`LocalChanges`]). With no `queue.amqp_url`, unfinished jobs no live worker
 /// holds are handed to this node's workers again.
 pub async fn build(
     settings: &Settings,
     db: DatabaseConnection,
     remote_changes: ChangeBus,
-    outbox_written: Arc<Notify>,
+    local: LocalChanges,
     deps: &kinds::KindDeps,
 ) -> Result<QueueParts, QueueSetupError> {
+    let LocalChanges { seen: local, outbox_written } = local;
     let q = &settings.queue;
     let node = uuid::Uuid::new_v4().to_string();
     let handlers = kinds::handlers(deps);
@@ -130,6 +158,7 @@ pub async fn build(
         consumers,
         db,
         remote_changes,
+        local,
     })
 }
 
@@ -154,7 +183,9 @@ pub fn child_spec(settings: &Settings, parts: QueueParts) -> ChildSpec {
     let supervisor = settings.supervisor("queue");
     let workers_supervisor = settings.supervisor("queue-workers");
     let q = settings.queue.clone();
-    let QueueParts { queue, broker, running, lag, node, bridge, consumers, db, remote_changes, .. } = parts;
+    let QueueParts {
+        queue, broker, running, lag, node, bridge, consumers, db, remote_changes, local, ..
+    } = parts;
     let Consumers { work, events } = consumers;
     let pool = Arc::new(Pool {
         queue: queue.clone(),
@@ -174,6 +205,7 @@ pub fn child_spec(settings: &Settings, parts: QueueParts) -> ChildSpec {
         remote_changes,
         deliveries: Mutex::new(events),
         seen: std::sync::Mutex::new(Seen::default()),
+        local,
     });
     let relay_config = RelayConfig {
         poll: Duration::from_millis(q.outbox_poll_ms),

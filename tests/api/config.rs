@@ -90,6 +90,7 @@ fn environment_names_match_in_any_case() {
         .arg("config")
         .env("CASTWORK_ENV", "PRODUCTION")
         .env("CASTWORK_AUTH__JWT_SECRET", "q8Jm0nV3y+1cXo9rT2fLwZ5bE7dKhA4sG6uYiP0jN2eR8tW1vB3xC5zM7lQ9aF0o")
+        .env("CASTWORK_BACKUP__ENCRYPTION_KEY", "a backup passphrase nobody guesses")
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

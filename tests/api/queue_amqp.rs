@@ -138,7 +138,7 @@ async fn a_long_import_survives_a_worker_kill_and_a_broker_cut_with_exact_counts
     std::fs::write(app.import_dir().join("catalog.jsonl"), lines.join("\n") + "\n").unwrap();
     let (job, _) = app
         .queue
-        .submit("import_catalog", json!({ "path": "catalog.jsonl", "batch_size": 10 }), "admin", None)
+        .submit("import_catalog", json!({ "path": "catalog.jsonl", "batch_size": 25 }), "admin", None)
         .await
         .unwrap();
     let row = |app: &TestApp| {
@@ -147,7 +147,7 @@ async fn a_long_import_survives_a_worker_kill_and_a_broker_cut_with_exact_counts
     };
     let progressed = poll_until(Duration::from_secs(20), || async {
         let r = row(&app).await;
-        (r.processed >= 200).then_some(r.processed)
+        (r.processed >= 250).then_some(r.processed)
     })
     .await
     .expect("the import makes progress");
@@ -166,12 +166,12 @@ async fn a_long_import_survives_a_worker_kill_and_a_broker_cut_with_exact_counts
     wait_amqp(&app, "down").await;
     proxy.restore();
     wait_amqp(&app, "ok").await;
-    let done = poll_until(Duration::from_secs(60), || async {
+    let done = poll_until(Duration::from_secs(120), || async {
         let r = row(&app).await;
         JobState::parse(&r.state).is_some_and(JobState::is_terminal).then_some(r)
     })
     .await
-    .expect("the import ends");
+    .unwrap_or_else(|| panic!("the import did not end: {:?}", futures::executor::block_on(row(&app))));
     assert_eq!(done.state, "succeeded", "{done:?}");
     let result = done.result.unwrap();
     assert_eq!(result["lines"], json!(2000), "{result}");
