@@ -44,7 +44,10 @@ fn the_whole_catalogue_imports_and_reimports_as_a_no_op() {
     let first = import(&dir);
     assert_eq!(count(&first, "inserted"), 45_898, "{first}");
     assert_eq!(count(&first, "rejected"), 0, "{first}");
-    assert!(first.contains("\nnote: running castwork servers show the import once their outbox relay"), "the cache hint: {first}");
+    assert!(
+        first.contains("\nnote: running castwork servers show the import once their outbox relay"),
+        "the cache hint: {first}"
+    );
     let second = import(&dir);
     assert_eq!(count(&second, "inserted"), 0, "{second}");
     assert_eq!(count(&second, "updated"), 0, "{second}");
