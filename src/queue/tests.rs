@@ -537,3 +537,47 @@ async fn two_nodes_over_rabbitmq_publish_each_outbox_row_once() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_tick_missed_while_every_node_was_down_runs_once_at_the_next_start() {
+    let (database, db) = TestDatabase::migrated(Backend::Sqlite).await;
+    // a yearly schedule: its latest tick passed long before this test
+    let tweak = |s: &mut Settings| {
+        s.queue.schedules = vec![crate::config::ScheduleSettings {
+            name: "yearly".into(),
+            cron: "0 0 1 1 *".into(),
+            kind: "noop_sleep".into(),
+            payload: json!({}),
+        }];
+    };
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let count = |db: sea_orm::DatabaseConnection| async move {
+        crate::db::entities::job_schedule_run::Entity::find().count(&db).await.unwrap()
+    };
+    let first = Node::start(db.clone(), settings(&database.dir, tweak)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(db.clone()).await < 1 {
+        assert!(Instant::now() < deadline, "the missed tick is started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.stop().await;
+    // the next start finds it started: nothing runs twice
+    let second = Node::start(db.clone(), settings(&database.dir, tweak)).await;
+    // wait until its scheduler has looked at the schedule
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tree = second.tree.tree().await;
+        if tree.find("job-scheduler").is_some_and(|node| node.messages_handled >= 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second scheduler checks its schedule");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let views = super::schedule::views(&second.queue, second.queue.schedules()).await.unwrap();
+    assert_eq!(views.len(), 1);
+    assert!(views[0].last_tick.is_some() && views[0].next_tick > views[0].last_tick, "{views:?}");
+    second.stop().await;
+    assert_eq!(count(db.clone()).await, 1);
+    let jobs = crate::db::entities::job::Entity::find().count(&db).await.unwrap();
+    assert_eq!(jobs, 1, "one job for the missed tick");
+}

@@ -106,7 +106,27 @@ async fn writes_during_a_broker_outage_are_answered_and_published_once_it_is_bac
             app.client.post(app.url("/api/v1/items")).bearer_auth(&editor).json(&item).send().await.unwrap();
         assert_eq!(response.status(), 201, "writes do not need the broker");
     }
-    assert!(app.unpublished_outbox_rows().await >= 5, "the rows wait in the outbox");
+    // jobs too are accepted while RabbitMQ is away
+    let admin = app.admin_token().await;
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        let response = app
+            .client
+            .post(app.url("/api/v1/jobs"))
+            .bearer_auth(&admin)
+            .json(&json!({ "kind": "noop_sleep", "payload": { "steps": 2, "step_ms": 5 } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "jobs do not need the broker to be accepted");
+        let job: Value = response.json().await.unwrap();
+        jobs.push(job["id"].as_str().unwrap().to_owned());
+    }
+    assert!(app.unpublished_outbox_rows().await >= 9, "the rows wait in the outbox");
+    for id in &jobs {
+        let (_, job) = app.get_json(&format!("/api/v1/jobs/{id}"), Some(&admin)).await;
+        assert_eq!(job["state"], "queued", "nothing runs a job before its message is published: {job}");
+    }
     proxy.restore();
     wait_amqp(&app, "ok").await;
     // every row is stamped published once the relay catches up
@@ -115,6 +135,15 @@ async fn writes_during_a_broker_outage_are_answered_and_published_once_it_is_bac
     })
     .await;
     assert!(published.is_some(), "the outbox drained after the outage");
+    for id in &jobs {
+        let done = poll_until(Duration::from_secs(20), || async {
+            let (_, job) = app.get_json(&format!("/api/v1/jobs/{id}"), Some(&admin)).await;
+            (job["state"] == "succeeded").then_some(job)
+        })
+        .await
+        .unwrap_or_else(|| panic!("job {id} did not succeed after the outage"));
+        assert_eq!(done["attempts"], 1, "each job ran once: {done}");
+    }
     app.shut_down().await;
 }
 
