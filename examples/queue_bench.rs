@@ -143,7 +143,9 @@ async fn raw_work(n: usize, size: usize) -> anyhow::Result<f64> {
         .await;
     let got = consuming.await?;
     let elapsed = started.elapsed();
-    publish.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
+    // the consumer's channel first: deleting a queue with a live consumer cancels it under lapin's feet
+    let _ = consume.close(200, "done".into()).await;
+    let _ = publish.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
     if got < n {
         bail!("raw consumer got {got} of {n}");
     }
