@@ -360,10 +360,7 @@ impl JobStore {
             .filter(job::Column::State.eq("running"))
             .exec(&self.db)
             .await?;
-        if updated.rows_affected == 0 {
-            return Ok(Held { held: false, cancel_requested: false });
-        }
-        Ok(Held { held: true, cancel_requested: self.cancel_requested(id).await? })
+        self.held(id, updated.rows_affected).await
     }
 
     /// Renews a running job's lease; answers whether it is still held and whether
@@ -377,7 +374,12 @@ impl JobStore {
             .filter(job::Column::State.eq("running"))
             .exec(&self.db)
             .await?;
-        if updated.rows_affected == 0 {
+        self.held(id, updated.rows_affected).await
+    }
+
+    /// What an update of the holder's own row (`rows` changed) says of its hold.
+    async fn held(&self, id: &str, rows: u64) -> Result<Held, StoreError> {
+        if rows == 0 {
             return Ok(Held { held: false, cancel_requested: false });
         }
         Ok(Held { held: true, cancel_requested: self.cancel_requested(id).await? })
