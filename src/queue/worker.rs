@@ -9,7 +9,7 @@
 //! the next worker from the job's last checkpoint. The job deadline
 //! (`queue.job_timeout_secs`) is the pool's dead-man's switch: past it the attempt
 //! is cancelled, given a short grace, then dropped and counted as failed, and the
-//! worker carries on with a fresh loop.
+//! worker takes its next delivery.
 
 pub mod run;
 pub mod running;
