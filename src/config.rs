@@ -531,11 +531,6 @@ impl QueueSettings {
     pub fn job_retention(&self) -> Duration {
         parse_span(&self.job_retention).unwrap_or(Duration::from_secs(30 * 86_400))
     }
-    /// The wait before retry number `attempt` (1-based).
-    pub fn retry_delay(&self, attempt: u32) -> Duration {
-        let index = (attempt.max(1) as usize - 1).min(self.retry_delays_ms.len().saturating_sub(1));
-        Duration::from_millis(self.retry_delays_ms.get(index).copied().unwrap_or(1000))
-    }
 }
 
 /// `30s`, `15m`, `12h`, `7d`: a span of time as the retention keys write it.

@@ -565,19 +565,6 @@ impl JobStore {
         Ok(deleted.rows_affected)
     }
 
-    /// Jobs now in each pending state.
-    pub async fn pending_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(job::Entity::find()
-            .select_only()
-            .column(job::Column::State)
-            .column_as(job::Column::Id.count(), "n")
-            .filter(job::Column::State.is_in(PENDING))
-            .group_by(job::Column::State)
-            .into_tuple::<(String, i64)>()
-            .all(&self.db)
-            .await?)
-    }
-
     async fn by_idempotency_key(&self, key: &str) -> Result<Option<job::Model>, StoreError> {
         Ok(job::Entity::find().filter(job::Column::IdempotencyKey.eq(key)).one(&self.db).await?)
     }

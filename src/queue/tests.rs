@@ -105,6 +105,24 @@ impl Node {
     }
 }
 
+/// Waits until the relay has stamped every outbox row published.
+async fn outbox_drained(db: &sea_orm::DatabaseConnection, within: Duration) {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let deadline = Instant::now() + within;
+    loop {
+        let left = crate::db::entities::outbox::Entity::find()
+            .filter(crate::db::entities::outbox::Column::PublishedAt.is_null())
+            .count(db)
+            .await
+            .unwrap();
+        if left == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{left} outbox rows left unpublished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn node(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> (TestDatabase, Node) {
     let (database, db) = TestDatabase::migrated(backend).await;
     let settings = settings(&database.dir, tweak);
@@ -264,20 +282,7 @@ async fn the_relay_publishes_item_changes_another_process_committed() {
         .expect("within the poll bound")
         .unwrap();
     assert_eq!(*got, vec![change]);
-    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = crate::db::entities::outbox::Entity::find()
-            .filter(crate::db::entities::outbox::Column::PublishedAt.is_null())
-            .count(&node.db)
-            .await
-            .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the row is stamped published");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    outbox_drained(&node.db, Duration::from_secs(5)).await;
     node.stop().await;
 }
 
@@ -302,20 +307,8 @@ async fn two_nodes_relay_one_postgres_outbox_and_publish_each_row_once() {
             .collect();
         crate::outbox::append(&db, events).await.unwrap();
     }
-    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = crate::db::entities::outbox::Entity::find()
-            .filter(crate::db::entities::outbox::Column::PublishedAt.is_null())
-            .count(&db)
-            .await
-            .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{left} rows left unpublished");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    outbox_drained(&db, Duration::from_secs(20)).await;
+    use sea_orm::{EntityTrait, PaginatorTrait};
     let published = |node: &Node| {
         let Broker::Local(local) = &node.broker else { panic!("embedded") };
         local.events_published()

@@ -36,16 +36,6 @@ impl Running {
         let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.get(job).map(CancellationToken::cancel).is_some()
     }
-
-    /// How many jobs run here now.
-    pub fn len(&self) -> usize {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Whether none does.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A job's registration; unregisters on drop.
