@@ -19,9 +19,11 @@ use crate::supervision::strategy::RestartStrategy;
 use crate::supervision::supervisor::Supervisor;
 
 mod environment;
+mod inference;
 mod validate;
 
 pub use environment::{Environment, MIN_SECRET_BITS, estimated_entropy_bits};
+pub use inference::{BackendSettings, BudgetSettings, InferenceSettings, LocalSettings};
 
 /// The environment variables castwork reads, in one place.
 pub mod env {
@@ -149,6 +151,8 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// Database backups.
     pub backup: BackupSettings,
+    /// Inference: models, backends, pools, bounds, budgets.
+    pub inference: InferenceSettings,
     /// The environment, from `CASTWORK_ENV` (not a key).
     #[serde(skip)]
     pub environment: Environment,

@@ -17,6 +17,7 @@
 //! | [`supervision`] | restart strategies and policies, intensity, backoff, circuit breaker, the generic supervisor (dynamic children, async starts), lifecycle events and the down set, the tree snapshot, [`supervision::root::RootTree`] (the root, tracked tasks, chaos, the draining shutdown) |
 //! | [`events`] | the in-process event bus: inline and buffered subscribers, bounded, isolated from each other |
 //! | [`health`] | the `Probe` trait, the database probe, the HealthActor and its subtree |
+//! | [`inference`] | generation and embeddings: the `LlmBackend` trait, the local (candle) and OpenAI-compatible backends, the InferenceActor pools, routing and fallbacks, batching, the response cache, token budgets |
 //! | [`explore`] | the catalogue: typed queries, reads, writes, import, trending, the cached reads; the ViewCounter and its subtree; [`explore::ItemChange`] and its bus |
 //! | [`cache`] | the sharded Explore cache: the shard actors, the listener, the L2 reader, its subtree, L2 over Redis and its probe, generations, value format |
 //! | [`runtime`] | [`runtime::Runtime`]: assembles the concerns' subtrees and probes into a node's actor tree |
@@ -41,6 +42,7 @@ pub mod events;
 pub mod explore;
 pub mod health;
 pub mod http;
+pub mod inference;
 pub mod metrics;
 pub mod outbox;
 pub mod queue;

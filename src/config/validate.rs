@@ -150,6 +150,7 @@ impl Settings {
             return bad("health.probe_timeout_ms", "must be at least 1");
         }
         self.validate_queue()?;
+        self.inference.validate()?;
         let sup = &self.supervision;
         if sup.within_secs == 0 {
             return bad("supervision.within_secs", "must be at least 1");
