@@ -84,6 +84,13 @@ for _ in $(seq 1 300); do
     curl -fsS -o /dev/null "$base/health/ready" && break
     sleep 0.1
 done
+# the local models load in the background after start: wait for them (60 s at most)
+for _ in $(seq 1 600); do
+    curl -fsS "$base/health" 2>/dev/null |
+        python3 -c 'import json, sys; c = json.load(sys.stdin)["components"].get("inference", {}); sys.exit(c.get("status") != "ok")' &&
+        break
+    sleep 0.1
+done
 
 login() {
     curl -fsS "$base/api/v1/auth/login" -H 'content-type: application/json' \
