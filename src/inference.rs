@@ -6,3 +6,5 @@
 pub mod backend;
 pub mod local;
 pub mod openai;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
