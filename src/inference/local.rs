@@ -5,7 +5,8 @@
 //! - `chat`: the chat model and one generation, decoded token by token.
 //! - `text`: streamed text: whole characters only, stop sequences across tokens.
 //! - `embed`: the embedding model, one forward pass per batch.
-//! - `compute`: the compute threads and their queue ([`LocalCompute`]).
+//! - `compute`: the compute threads and their queue ([`LocalCompute`]): one
+//!   thread per generation (`inference.local.threads`), one for embeddings.
 //!
 //! The model files live under `inference.local.models_dir`, where
 //! `scripts/fetch-models.sh` puts them ([`CHAT_MODEL_FILE`], [`EMBEDDING_MODEL_FILES`]).
@@ -28,13 +29,13 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::chat::ChatWeights;
 use self::chat::{ChatModel, Generated};
+use self::compute::ComputePool;
 pub use self::compute::LocalCompute;
-use self::compute::{ComputePool, Job};
 use self::embed::EmbeddingModel;
 use super::backend::{
     BackendError, ChatRequest, Delta, DeltaStream, Embeddings, LlmBackend, ModelInfo, ModelKind, Sampling,
 };
-use crate::config::LocalSettings;
+use crate::config::{LocalSettings, env};
 
 /// Public name of the local chat model.
 pub const CHAT_MODEL: &str = "smollm2-135m-instruct";
@@ -53,6 +54,9 @@ pub const EMBEDDING_MODEL_FILES: [&str; 3] =
 /// which ends the generation).
 const STREAM_BUFFER: usize = 32;
 
+/// Threads for embedding batches: one, as the pool above batches concurrent requests.
+const EMBEDDING_THREADS: usize = 1;
+
 /// Why the local models could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalLoadError {
@@ -68,7 +72,11 @@ pub struct LocalBackend {
     chat: Option<Arc<ChatModel>>,
     embedding: Option<Arc<EmbeddingModel>>,
     missing: Vec<String>,
-    pool: ComputePool,
+    /// Generations, one per thread.
+    chat_pool: ComputePool,
+    /// Embedding batches, apart: a search's query vector never waits for a
+    /// generation to end (the pool above joins concurrent texts into one batch).
+    embedding_pool: ComputePool,
 }
 
 impl LocalBackend {
@@ -111,19 +119,24 @@ impl LocalBackend {
         } else {
             None
         };
+        check_kernel_threads();
         let threads = match settings.threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        let pool = ComputePool::start(threads)
-            .map_err(|reason| LocalLoadError::Load { path: dir.clone(), reason })?;
+        let start = |name, threads| {
+            ComputePool::start(name, threads)
+                .map_err(|reason| LocalLoadError::Load { path: dir.clone(), reason })
+        };
+        let chat_pool = start("infer", threads)?;
+        let embedding_pool = start("embed", EMBEDDING_THREADS)?;
         tracing::info!(
             threads,
             chat = chat.is_some(),
             embeddings = embedding.is_some(),
             "local inference backend ready"
         );
-        Ok(Self { chat, embedding, missing, pool })
+        Ok(Self { chat, embedding, missing, chat_pool, embedding_pool })
     }
 
     /// The models served, by public name.
@@ -141,9 +154,15 @@ impl LocalBackend {
         &self.missing
     }
 
-    /// The compute threads' state: how many, busy, queued, cancelled.
+    /// The generation threads: how many (generations decoding at once), busy,
+    /// queued, cancelled.
     pub fn compute(&self) -> LocalCompute {
-        self.pool.compute().clone()
+        self.chat_pool.compute().clone()
+    }
+
+    /// The embedding thread: busy, queued.
+    pub fn embedding_compute(&self) -> LocalCompute {
+        self.embedding_pool.compute().clone()
     }
 
     /// Tokens of prompt and answer together the chat model reads, if loaded.
@@ -170,10 +189,6 @@ impl LocalBackend {
             _ => Err(unknown_model(model)),
         }
     }
-
-    fn submit(&self, job: Job) -> Result<(), BackendError> {
-        if self.pool.submit(job) { Ok(()) } else { Err(lost_thread()) }
-    }
 }
 
 impl LlmBackend for LocalBackend {
@@ -190,9 +205,9 @@ impl LlmBackend for LocalBackend {
             check_sampling(&request.sampling)?;
             let (deltas, receiver) = mpsc::channel(STREAM_BUFFER);
             let (admitted, admission) = oneshot::channel();
-            self.submit(Box::new(move |compute: &LocalCompute| {
-                run_generation(&chat, &request, admitted, &deltas, compute);
-            }))?;
+            submit(&self.chat_pool, move |compute| {
+                run_generation(&chat, &request, admitted, &deltas, compute)
+            })?;
             admission.await.map_err(|_| lost_thread())??;
             let stream = futures::stream::unfold(receiver, |mut receiver| async move {
                 receiver.recv().await.map(|delta| (delta, receiver))
@@ -209,14 +224,14 @@ impl LlmBackend for LocalBackend {
                 return Ok(Embeddings { vectors: Vec::new(), prompt_tokens: 0 });
             }
             let (reply, answer) = oneshot::channel();
-            self.submit(Box::new(move |_: &LocalCompute| {
+            submit(&self.embedding_pool, move |_| {
                 if !reply.is_closed() {
                     let result = model
                         .embed(&texts)
                         .map_err(|e| BackendError::Retryable(format!("{EMBEDDING_MODEL} failed: {e}")));
                     let _ = reply.send(result);
                 }
-            }))?;
+            })?;
             answer.await.map_err(|_| lost_thread())?
         })
     }
@@ -224,6 +239,10 @@ impl LlmBackend for LocalBackend {
     fn models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, BackendError>> {
         Box::pin(async move { Ok(self.served()) })
     }
+}
+
+fn submit(pool: &ComputePool, job: impl FnOnce(&LocalCompute) + Send + 'static) -> Result<(), BackendError> {
+    if pool.submit(Box::new(job)) { Ok(()) } else { Err(lost_thread()) }
 }
 
 /// One generation, on a compute thread: the prompt is read and admitted (or
@@ -260,6 +279,30 @@ fn run_generation(
             tracing::warn!(error = %failed, "local generation failed");
             let _ = deltas.blocking_send(Err(failed));
         }
+    }
+}
+
+/// Warns unless candle's kernels run on the thread that calls them. candle 0.11
+/// splits each CPU kernel over a process-wide pool (`CANDLE_NUM_THREADS`, float
+/// matrix products over rayon's, `RAYON_NUM_THREADS`; both default to one thread
+/// per core) that serves one caller at a time and spins while waiting: concurrent
+/// generations would take turns, and on a busy machine decoding drops tenfold
+/// (docs/BENCHMARKS.md). candle reads them once, at its first kernel call.
+fn check_kernel_threads() {
+    let unpinned: Vec<String> = [env::CANDLE_NUM_THREADS, env::RAYON_NUM_THREADS]
+        .into_iter()
+        .filter_map(|name| match std::env::var(name) {
+            Ok(value) if value == "1" => None,
+            Ok(value) => Some(format!("{name}={value}")),
+            Err(_) => Some(format!("{name} unset")),
+        })
+        .collect();
+    if !unpinned.is_empty() {
+        tracing::warn!(
+            variables = unpinned.join(", "),
+            "candle's kernels will use a shared thread pool: concurrent generations take turns; \
+             set CANDLE_NUM_THREADS=1 and RAYON_NUM_THREADS=1 for one core per generation"
+        );
     }
 }
 

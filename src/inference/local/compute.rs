@@ -1,7 +1,8 @@
-//! The compute threads: `inference.local.threads` plain threads named
-//! `castwork-infer-N`, never tokio's workers. Each takes one job at a time from
-//! a shared queue (a whole generation, or one embeddings batch) and runs it to
-//! the end on itself. The threads end once the backend is dropped and the
+//! Compute threads: plain threads, never tokio's workers, each taking one job
+//! at a time from a shared queue and running it to the end on itself. The
+//! local backend has two such pools: `inference.local.threads` threads named
+//! `castwork-infer-N` for generations, and one, `castwork-embed-0`, for
+//! embedding batches. The threads end once the backend is dropped and their
 //! queue is empty.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -29,7 +30,7 @@ struct Counters {
 }
 
 impl LocalCompute {
-    /// Compute threads: jobs (generations or embedding batches) that run at once.
+    /// Compute threads: jobs that run at once.
     pub fn threads(&self) -> usize {
         self.inner.threads
     }
@@ -67,8 +68,8 @@ pub(super) struct ComputePool {
 }
 
 impl ComputePool {
-    /// Starts `threads` compute threads.
-    pub(super) fn start(threads: usize) -> Result<Self, String> {
+    /// Starts `threads` compute threads named `castwork-{name}-N`.
+    pub(super) fn start(name: &str, threads: usize) -> Result<Self, String> {
         let (jobs, queue) = channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         let compute = LocalCompute { inner: Arc::new(Counters { threads, ..Counters::default() }) };
@@ -76,7 +77,7 @@ impl ComputePool {
             let queue = Arc::clone(&queue);
             let compute = compute.clone();
             std::thread::Builder::new()
-                .name(format!("castwork-infer-{n}"))
+                .name(format!("castwork-{name}-{n}"))
                 .spawn(move || work(&queue, &compute))
                 .map_err(|e| format!("failed to start compute thread {n}: {e}"))?;
         }
