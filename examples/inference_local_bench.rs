@@ -11,7 +11,7 @@
 //! (default `./models`, 3 rounds; each figure is the median of the rounds).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -48,12 +48,12 @@ impl Run {
     }
 }
 
-fn settings(models_dir: &PathBuf, threads: usize) -> anyhow::Result<LocalSettings> {
+fn settings(models_dir: &Path, threads: usize) -> anyhow::Result<LocalSettings> {
     let mut settings: LocalSettings = Figment::new()
         .merge(Toml::string(include_str!("../config/default.toml")))
         .extract_inner("inference.local")
         .context("failed to read [inference.local] from config/default.toml")?;
-    settings.models_dir = models_dir.clone();
+    settings.models_dir = models_dir.to_path_buf();
     settings.threads = threads;
     Ok(settings)
 }

@@ -93,6 +93,31 @@ fn missing_files_names_what_the_fetch_script_provides() {
 /// dequantised to F32: the model, not the kernels), and "Paris" to the variants.
 const FRANCE: &str = "What is the capital of France.";
 
+/// With only MiniLM's files, the backend serves embeddings alone and says what is missing.
+#[cfg(unix)]
+#[tokio::test]
+async fn with_one_model_missing_the_other_is_served() {
+    let dir = std::env::temp_dir().join(format!("castwork-embedding-only-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join(EMBEDDING_MODEL)).expect("temp dir");
+    for file in EMBEDDING_MODEL_FILES {
+        let link = dir.join(file);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(models_dir().join(file), &link).expect("symlink");
+    }
+    let mut settings = settings(1);
+    settings.models_dir = dir.clone();
+    let backend = LocalBackend::load(&settings).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(backend.missing(), [CHAT_MODEL_FILE.to_owned()]);
+    assert_eq!(backend.served(), vec![ModelInfo { id: EMBEDDING_MODEL.into(), kind: ModelKind::Embedding }]);
+    match backend.chat(ask("Hi", Sampling::greedy(2))).await {
+        Err(BackendError::Fatal(message)) => assert!(message.contains(FETCH_COMMAND), "{message}"),
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
+    let vectors = backend.embed(EMBEDDING_MODEL, vec!["hello".into()]).await.expect("embeddings");
+    assert_eq!(vectors.vectors[0].len(), 384);
+    std::fs::remove_dir_all(dir).expect("cleanup");
+}
+
 #[tokio::test]
 async fn greedy_decoding_answers_the_same_and_knows_paris() {
     let backend = shared();
