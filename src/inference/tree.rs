@@ -46,7 +46,11 @@ pub fn build(settings: &Settings, cache: Option<Cache>) -> InferenceParts {
     let s = &settings.inference;
     if !s.enabled {
         // like an unconfigured Redis: not a component of this node
-        return InferenceParts { inference: Inference::disabled(s), probes: Vec::new(), deployments: Vec::new() };
+        return InferenceParts {
+            inference: Inference::disabled(s),
+            probes: Vec::new(),
+            deployments: Vec::new(),
+        };
     }
     let mut deployments = Vec::new();
     if s.local.enabled {
