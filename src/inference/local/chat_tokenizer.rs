@@ -24,8 +24,12 @@ use crate::inference::backend::{ChatMessage, Role};
 /// renders exactly this.
 pub(super) const CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
-/// The system message the template adds when a conversation does not start with one.
-const DEFAULT_SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+/// The system message castwork adds when a conversation does not start with one. The
+/// template's own ("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+/// makes this 135M model at 4 bits answer simple questions with word salad ("What is
+/// the capital of France?" → "L'Étoile, la Marseillaise, ..."), where this plain one
+/// gives "The capital of France is Paris." (docs/MODELS.md).
+const DEFAULT_SYSTEM: &str = "You are a helpful assistant.";
 
 /// GGUF token type of a control token (`<|im_start|>`, `<|endoftext|>`, ...).
 const CONTROL: i32 = 3;

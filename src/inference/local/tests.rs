@@ -87,11 +87,9 @@ fn missing_files_names_what_the_fetch_script_provides() {
     assert!(error.contains(FETCH_COMMAND), "{error}");
 }
 
-/// The model card's own example question. Asked "What is the capital of France?"
-/// under the default system prompt, this 135M model at 4 bits answers with French
-/// word salad (the same with the Q4_1 weights as shipped, requantised to Q8_0 or
-/// dequantised to F32: the model, not the kernels), and "Paris" to the variants.
-const FRANCE: &str = "What is the capital of France.";
+/// The model card's own example question (answered under castwork's default system
+/// message; see `chat_tokenizer::DEFAULT_SYSTEM`).
+const FRANCE: &str = "What is the capital of France?";
 
 /// With only MiniLM's files, the backend serves embeddings alone and says what is missing.
 #[cfg(unix)]
@@ -339,7 +337,7 @@ mod tokenizer {
         let text = tokenizer.inner().decode(&ids, false).expect("decodes");
         assert_eq!(
             text,
-            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n\
              <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
         );
         let with_system = tokenizer
