@@ -296,7 +296,7 @@ pub struct EmbeddingRequest {
     #[schema(example = "all-minilm-l6-v2")]
     pub model: String,
     pub input: EmbeddingInput,
-    /// Only `float`.
+    /// `float` (the default) or `base64` (little-endian f32s).
     pub encoding_format: Option<String>,
 }
 
@@ -314,7 +314,26 @@ pub struct V1Embedding {
     /// `embedding`.
     pub object: &'static str,
     pub index: usize,
-    pub embedding: Vec<f32>,
+    pub embedding: Vector,
+}
+
+/// A vector as `encoding_format` asks: numbers, or the base64 of its little-endian f32s.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+impl Vector {
+    fn encode(vector: Vec<f32>, base64: bool) -> Self {
+        if !base64 {
+            return Self::Float(vector);
+        }
+        use base64::Engine as _;
+        let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Self::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
 }
 
 /// Token counts of an embeddings request.
@@ -677,13 +696,17 @@ pub async fn embeddings(
     let who = authorized(viewer)?;
     let request: EmbeddingRequest = parse(&body)?;
     let s = &state.settings().inference;
-    if request.encoding_format.as_deref().is_some_and(|f| f != "float") {
-        return Err(V1Error::invalid(
-            "encoding_format",
-            "unsupported_parameter",
-            "only encoding_format \"float\"",
-        ));
-    }
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(_) => {
+            return Err(V1Error::invalid(
+                "encoding_format",
+                "unsupported_parameter",
+                "encoding_format must be \"float\" or \"base64\"",
+            ));
+        }
+    };
     let texts = match request.input {
         EmbeddingInput::One(text) => vec![text],
         EmbeddingInput::Many(texts) => texts,
@@ -720,7 +743,11 @@ pub async fn embeddings(
         .vectors
         .into_iter()
         .enumerate()
-        .map(|(index, embedding)| V1Embedding { object: "embedding", index, embedding })
+        .map(|(index, embedding)| V1Embedding {
+            object: "embedding",
+            index,
+            embedding: Vector::encode(embedding, base64),
+        })
         .collect();
     let tokens = embeddings.prompt_tokens;
     Ok(Json(EmbeddingList {

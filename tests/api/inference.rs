@@ -258,6 +258,7 @@ async fn with_inference_disabled_the_api_says_so() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "inference_disabled");
     let plain = spawn_app().await;
-    let (status, _) = plain.get_json("/v1/models", Some(&plain.user_token("plain-viewer", "viewer").await)).await;
+    let (status, _) =
+        plain.get_json("/v1/models", Some(&plain.user_token("plain-viewer", "viewer").await)).await;
     assert_eq!(status, 200);
 }
