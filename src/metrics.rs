@@ -664,70 +664,6 @@ impl HttpRequestMetrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use metrics_exporter_prometheus::PrometheusBuilder;
-
-    use super::*;
-
-    /// The value of the `castwork_http_requests_total` sample whose labels are `labels`.
-    fn requests(rendered: &str, labels: &str) -> Option<u64> {
-        let prefix = format!("{HTTP_REQUESTS_TOTAL}{{{labels}}} ");
-        rendered.lines().find_map(|line| line.strip_prefix(prefix.as_str())).and_then(|v| v.parse().ok())
-    }
-
-    #[test]
-    fn http_requests_are_counted_once_per_request_through_handles_kept_per_series() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let http = HttpRequestMetrics::new();
-        metrics::with_local_recorder(&recorder, || {
-            for _ in 0..3 {
-                http.record("/api/v1/explore/items/{id}", &Method::GET, 200, Duration::from_millis(2));
-            }
-            http.record("/api/v1/explore/items/{id}", &Method::GET, 404, Duration::from_millis(1));
-            http.record("unmatched", &Method::POST, 401, Duration::from_millis(1));
-        });
-        assert_eq!(http.series(), 3, "one set of handles per (route, method, status)");
-        let rendered = handle.render();
-        let item = r#"route="/api/v1/explore/items/{id}",method="GET""#;
-        assert_eq!(requests(&rendered, &format!(r#"{item},status="200""#)), Some(3), "{rendered}");
-        assert_eq!(requests(&rendered, &format!(r#"{item},status="404""#)), Some(1), "{rendered}");
-        assert_eq!(
-            requests(&rendered, r#"route="unmatched",method="POST",status="401""#),
-            Some(1),
-            "{rendered}"
-        );
-        assert!(
-            rendered.contains(&format!(r#"{HTTP_REQUEST_DURATION_SECONDS}_count{{{item},status="200"}} 3"#)),
-            "{rendered}"
-        );
-    }
-
-    #[test]
-    fn series_past_the_bound_are_still_counted_but_not_kept() {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let http = HttpRequestMetrics::new();
-        let extra = 5;
-        metrics::with_local_recorder(&recorder, || {
-            for i in 0..HttpRequestMetrics::MAX_SERIES_PER_ROUTE + extra {
-                let method = Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
-                http.record("unmatched", &method, 405, Duration::ZERO);
-                http.record("unmatched", &method, 405, Duration::ZERO);
-            }
-        });
-        assert_eq!(http.series(), HttpRequestMetrics::MAX_SERIES_PER_ROUTE);
-        let last = HttpRequestMetrics::MAX_SERIES_PER_ROUTE + extra - 1;
-        let rendered = handle.render();
-        assert_eq!(
-            requests(&rendered, &format!(r#"route="unmatched",method="M{last}",status="405""#)),
-            Some(2),
-            "{rendered}"
-        );
-    }
-}
-
 /// Inference requests ended, by public model, backend (`none` when none served),
 /// kind (`chat`, `embed`) and outcome (`ok`, or the error's kind).
 pub const INFERENCE_REQUESTS_TOTAL: &str = "castwork_inference_requests_total";
@@ -827,4 +763,68 @@ pub fn inference_embed_batch(backend: &str, texts: usize) {
 /// Counts a request refused by a token budget.
 pub fn inference_budget_exceeded(role: &'static str) {
     metrics::counter!(INFERENCE_BUDGET_EXCEEDED_TOTAL, "role" => role).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+
+    /// The value of the `castwork_http_requests_total` sample whose labels are `labels`.
+    fn requests(rendered: &str, labels: &str) -> Option<u64> {
+        let prefix = format!("{HTTP_REQUESTS_TOTAL}{{{labels}}} ");
+        rendered.lines().find_map(|line| line.strip_prefix(prefix.as_str())).and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn http_requests_are_counted_once_per_request_through_handles_kept_per_series() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let http = HttpRequestMetrics::new();
+        metrics::with_local_recorder(&recorder, || {
+            for _ in 0..3 {
+                http.record("/api/v1/explore/items/{id}", &Method::GET, 200, Duration::from_millis(2));
+            }
+            http.record("/api/v1/explore/items/{id}", &Method::GET, 404, Duration::from_millis(1));
+            http.record("unmatched", &Method::POST, 401, Duration::from_millis(1));
+        });
+        assert_eq!(http.series(), 3, "one set of handles per (route, method, status)");
+        let rendered = handle.render();
+        let item = r#"route="/api/v1/explore/items/{id}",method="GET""#;
+        assert_eq!(requests(&rendered, &format!(r#"{item},status="200""#)), Some(3), "{rendered}");
+        assert_eq!(requests(&rendered, &format!(r#"{item},status="404""#)), Some(1), "{rendered}");
+        assert_eq!(
+            requests(&rendered, r#"route="unmatched",method="POST",status="401""#),
+            Some(1),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains(&format!(r#"{HTTP_REQUEST_DURATION_SECONDS}_count{{{item},status="200"}} 3"#)),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn series_past_the_bound_are_still_counted_but_not_kept() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let http = HttpRequestMetrics::new();
+        let extra = 5;
+        metrics::with_local_recorder(&recorder, || {
+            for i in 0..HttpRequestMetrics::MAX_SERIES_PER_ROUTE + extra {
+                let method = Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+                http.record("unmatched", &method, 405, Duration::ZERO);
+                http.record("unmatched", &method, 405, Duration::ZERO);
+            }
+        });
+        assert_eq!(http.series(), HttpRequestMetrics::MAX_SERIES_PER_ROUTE);
+        let last = HttpRequestMetrics::MAX_SERIES_PER_ROUTE + extra - 1;
+        let rendered = handle.render();
+        assert_eq!(
+            requests(&rendered, &format!(r#"route="unmatched",method="M{last}",status="405""#)),
+            Some(2),
+            "{rendered}"
+        );
+    }
 }

@@ -135,7 +135,7 @@ fn deliver(batch: Vec<EmbedAsk>, sizes: Vec<usize>, result: Result<Embeddings, B
             let mut vectors = vectors.into_iter();
             for (ask, size) in batch.into_iter().zip(sizes) {
                 let mine: Vec<Vec<f32>> = vectors.by_ref().take(size).collect();
-                let share = if total == 0 { 0 } else { prompt_tokens as usize * size / total };
+                let share = (prompt_tokens as usize * size).checked_div(total).unwrap_or(0);
                 let result = if mine.len() == size {
                     Ok(Embeddings { vectors: mine, prompt_tokens: u32::try_from(share).unwrap_or(u32::MAX) })
                 } else {

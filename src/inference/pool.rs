@@ -33,15 +33,14 @@ pub(super) const STUCK_GRACE: Duration = Duration::from_secs(5);
 /// Events buffered between a worker and the request's reader.
 const EVENT_BUFFER: usize = 32;
 
+/// The channel a chat request's events travel on, worker to reader.
+pub(super) type EventSender = mpsc::Sender<Result<Delta, BackendError>>;
+pub(super) type EventReceiver = mpsc::Receiver<Result<Delta, BackendError>>;
+
 /// What a worker does for one request.
 pub(super) enum Work {
     /// Generate, sending each event to `events`; stop when its reader is gone.
-    Chat {
-        request: ChatRequest,
-        events: mpsc::Sender<Result<Delta, BackendError>>,
-        first_token_by: Instant,
-        deadline: Instant,
-    },
+    Chat { request: ChatRequest, events: EventSender, first_token_by: Instant, deadline: Instant },
     /// One forward pass over `texts`.
     Embed {
         model: String,
@@ -361,7 +360,7 @@ async fn stream_chat(
     deployment: &Deployment,
     backend: &dyn LlmBackend,
     request: ChatRequest,
-    events: &mpsc::Sender<Result<Delta, BackendError>>,
+    events: &EventSender,
     first_token_by: Instant,
     deadline: Instant,
 ) {
@@ -427,8 +426,7 @@ fn first_token_timeout() -> BackendError {
 }
 
 /// The channel a chat request's events come back on.
-pub(super) fn events()
--> (mpsc::Sender<Result<Delta, BackendError>>, mpsc::Receiver<Result<Delta, BackendError>>) {
+pub(super) fn events() -> (EventSender, EventReceiver) {
     mpsc::channel(EVENT_BUFFER)
 }
 

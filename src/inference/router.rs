@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::backend::{
@@ -429,7 +429,7 @@ fn open_text(open: &[String]) -> String {
 
 /// The rest of a committed answer: records its outcome when it ends.
 struct Tail {
-    rx: mpsc::Receiver<Result<Delta, BackendError>>,
+    rx: pool::EventReceiver,
     permit: Option<Permit>,
     started: Instant,
     held: Outstanding,

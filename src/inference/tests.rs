@@ -405,6 +405,6 @@ async fn every_backend_down_is_unavailable_with_retry_after() {
     }
     assert!(a.deployment.cooling(), "cools down for the Retry-After it was given");
     assert!(matches!(inference.chat_stream(call("other")).await, Err(InferenceError::UnknownModel(_))));
-    let err = inference.embed("m", vec!["x".into()]).await.err().expect("wrong kind");
+    let err = inference.embed("m", vec!["x".into()]).await.expect_err("wrong kind");
     assert!(matches!(err, InferenceError::WrongKind { .. }));
 }
