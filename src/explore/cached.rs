@@ -148,7 +148,8 @@ fn json<T: serde::Serialize>(value: &T) -> Result<CachedValue, LoadError> {
     Ok(CachedValue { body: Bytes::from(body), etag: None, not_found: false })
 }
 
-fn to_load_error(err: ExploreError) -> LoadError {
+/// An [`ExploreError`] as a loader's error, for [`from_cache`] to give back.
+pub(crate) fn to_load_error(err: ExploreError) -> LoadError {
     LoadError::new(SharedExploreError(Arc::new(err)))
 }
 
@@ -157,7 +158,8 @@ fn to_load_error(err: ExploreError) -> LoadError {
 #[error(transparent)]
 struct SharedExploreError(Arc<ExploreError>);
 
-fn from_cache(err: CacheError) -> ReadError {
+/// A cache's answer as a [`ReadError`] (a loader's [`ExploreError`] comes back as itself).
+pub(crate) fn from_cache(err: CacheError) -> ReadError {
     match err {
         CacheError::Timeout => ReadError::Timeout,
         CacheError::LoadTimeout => ReadError::LoadTimeout,
