@@ -59,6 +59,10 @@ export CASTWORK_AUTH__JWT_SECRET="fuzz-$(od -An -N32 -tx1 /dev/urandom | tr -d '
 export CASTWORK_BOOTSTRAP_ADMIN_PASSWORD="$admin_password"
 # the fuzzer sends many wrong logins; the slow-down is tested elsewhere
 export CASTWORK_AUTH__LOGIN_BURST=1000000 CASTWORK_AUTH__LOGIN_PER_MINUTE=1000000
+# generations stay short (the local model answers within the fuzzer's request
+# timeout whatever it is asked); the bounds themselves are what is fuzzed
+export CASTWORK_INFERENCE__MAX_TOKENS_LIMIT=8 CASTWORK_INFERENCE__DEFAULT_MAX_TOKENS=8
+export CASTWORK_INFERENCE__MAX_INPUT_CHARS=2000 CASTWORK_INFERENCE__MAX_EMBEDDING_INPUTS=8
 
 "$FUZZ_BIN" serve >"$work/node.log" 2>&1 &
 server=$!
@@ -78,6 +82,13 @@ fi
 base="http://127.0.0.1:$port"
 for _ in $(seq 1 300); do
     curl -fsS -o /dev/null "$base/health/ready" && break
+    sleep 0.1
+done
+# the local models load in the background after start: wait for them (60 s at most)
+for _ in $(seq 1 600); do
+    curl -fsS "$base/health" 2>/dev/null |
+        python3 -c 'import json, sys; c = json.load(sys.stdin)["components"].get("inference", {}); sys.exit(c.get("status") != "ok")' &&
+        break
     sleep 0.1
 done
 

@@ -18,6 +18,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod shed;
+pub mod v1;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +55,10 @@ struct Inner {
     /// Permits for open job event streams (`GET /api/v1/jobs/{id}/events`).
     job_streams: Arc<Semaphore>,
     started: tokio::time::Instant,
+    /// When the node started, in Unix seconds (`created` of `GET /v1/models`).
+    started_unix: i64,
+    /// Per-user token budgets of the inference API.
+    token_budgets: crate::inference::budget::TokenBudgets,
 }
 
 impl AppState {
@@ -77,6 +82,8 @@ impl AppState {
             stopping: CancellationToken::new(),
             job_streams: Arc::new(Semaphore::new(max_job_streams)),
             started: tokio::time::Instant::now(),
+            started_unix: chrono::Utc::now().timestamp(),
+            token_budgets: crate::inference::budget::TokenBudgets::new(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -121,6 +128,14 @@ impl AppState {
     pub fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
     }
+    /// When the node started, in Unix seconds.
+    pub fn started_unix(&self) -> i64 {
+        self.inner.started_unix
+    }
+    /// This node's per-user token budgets.
+    pub fn token_budgets(&self) -> &crate::inference::budget::TokenBudgets {
+        &self.inner.token_budgets
+    }
 }
 
 /// Every route of the API with its OpenAPI operation, declared once: the
@@ -154,6 +169,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(cache::warm))
         .routes(routes!(admin::actors))
         .routes(routes!(admin::chaos))
+        .routes(routes!(v1::chat_completions))
+        .routes(routes!(v1::embeddings))
+        .routes(routes!(v1::models))
         .routes(routes!(jobs::create, jobs::list))
         .routes(routes!(jobs::schedules))
         .routes(routes!(jobs::get))

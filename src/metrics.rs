@@ -727,3 +727,104 @@ mod tests {
         );
     }
 }
+
+/// Inference requests ended, by public model, backend (`none` when none served),
+/// kind (`chat`, `embed`) and outcome (`ok`, or the error's kind).
+pub const INFERENCE_REQUESTS_TOTAL: &str = "castwork_inference_requests_total";
+/// Tokens read (`in`: prompts) and generated (`out`), by public model.
+pub const INFERENCE_TOKENS_TOTAL: &str = "castwork_inference_tokens_total";
+/// Seconds from a generation's start on a worker to its first event, by backend.
+pub const INFERENCE_TIME_TO_FIRST_TOKEN_SECONDS: &str = "castwork_inference_time_to_first_token_seconds";
+/// Decoding speed of each finished generation (tokens/s), by backend.
+pub const INFERENCE_TOKENS_PER_SECOND: &str = "castwork_inference_tokens_per_second";
+/// Requests waiting for an InferenceActor, by backend.
+pub const INFERENCE_QUEUE_DEPTH: &str = "castwork_inference_queue_depth";
+/// Requests (or embedding asks) refused because a backend's queue was full, by backend.
+pub const INFERENCE_SHED_TOTAL: &str = "castwork_inference_shed_total";
+/// Attempts that failed before the first token and moved on, by backend and kind
+/// (`retryable`, `rate_limited`, `timeout`, `truncated`, `fatal`, `worker_lost`).
+pub const INFERENCE_ATTEMPT_FAILURES_TOTAL: &str = "castwork_inference_attempt_failures_total";
+/// Requests served by another deployment or model than their first choice, by
+/// asked model and serving backend.
+pub const INFERENCE_FALLBACKS_TOTAL: &str = "castwork_inference_fallbacks_total";
+/// Response cache lookups, by outcome (`hit`, `miss`, `bypass`).
+pub const INFERENCE_CACHE_TOTAL: &str = "castwork_inference_cache_total";
+/// Generations stopped because their client left, by backend.
+pub const INFERENCE_CANCELLED_TOTAL: &str = "castwork_inference_cancelled_total";
+/// InferenceActors replaced because a request held them past its deadline, by backend.
+pub const INFERENCE_STUCK_WORKERS_TOTAL: &str = "castwork_inference_stuck_workers_total";
+/// Texts per embedding forward pass, by backend.
+pub const INFERENCE_EMBED_BATCH_SIZE: &str = "castwork_inference_embed_batch_size";
+/// Requests refused by the per-user token budget, by role.
+pub const INFERENCE_BUDGET_EXCEEDED_TOTAL: &str = "castwork_inference_budget_exceeded_total";
+
+/// Counts an inference request's end.
+pub fn inference_request(model: &str, backend: &str, kind: &'static str, outcome: &'static str) {
+    metrics::counter!(INFERENCE_REQUESTS_TOTAL, "model" => model.to_owned(), "backend" => backend.to_owned(),
+        "kind" => kind, "outcome" => outcome)
+    .increment(1);
+}
+
+/// Counts tokens read or generated.
+pub fn inference_tokens(model: &str, direction: &'static str, count: u64) {
+    metrics::counter!(INFERENCE_TOKENS_TOTAL, "model" => model.to_owned(), "direction" => direction)
+        .increment(count);
+}
+
+/// Records a generation's time to first token.
+pub fn inference_first_token(backend: &str, elapsed: Duration) {
+    metrics::histogram!(INFERENCE_TIME_TO_FIRST_TOKEN_SECONDS, "backend" => backend.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Records a finished generation's decoding speed.
+pub fn inference_tokens_per_second(backend: &str, rate: f64) {
+    metrics::histogram!(INFERENCE_TOKENS_PER_SECOND, "backend" => backend.to_owned()).record(rate);
+}
+
+/// Sets a backend's queue depth.
+pub fn inference_queue_depth(backend: &str, depth: usize) {
+    metrics::gauge!(INFERENCE_QUEUE_DEPTH, "backend" => backend.to_owned()).set(depth as f64);
+}
+
+/// Counts a request shed by a full queue.
+pub fn inference_shed(backend: &str) {
+    metrics::counter!(INFERENCE_SHED_TOTAL, "backend" => backend.to_owned()).increment(1);
+}
+
+/// Counts an attempt that failed before its first token.
+pub fn inference_attempt_failed(backend: &str, kind: &'static str) {
+    metrics::counter!(INFERENCE_ATTEMPT_FAILURES_TOTAL, "backend" => backend.to_owned(), "kind" => kind)
+        .increment(1);
+}
+
+/// Counts a request served by a fallback.
+pub fn inference_fallback(model: &str, backend: &str) {
+    metrics::counter!(INFERENCE_FALLBACKS_TOTAL, "model" => model.to_owned(), "backend" => backend.to_owned())
+        .increment(1);
+}
+
+/// Counts a response cache lookup.
+pub fn inference_cache(outcome: &'static str) {
+    metrics::counter!(INFERENCE_CACHE_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// Counts a generation stopped by its client leaving.
+pub fn inference_cancelled(backend: &str) {
+    metrics::counter!(INFERENCE_CANCELLED_TOTAL, "backend" => backend.to_owned()).increment(1);
+}
+
+/// Counts a stuck worker replaced.
+pub fn inference_stuck_worker(backend: &str) {
+    metrics::counter!(INFERENCE_STUCK_WORKERS_TOTAL, "backend" => backend.to_owned()).increment(1);
+}
+
+/// Records an embedding batch's size.
+pub fn inference_embed_batch(backend: &str, texts: usize) {
+    metrics::histogram!(INFERENCE_EMBED_BATCH_SIZE, "backend" => backend.to_owned()).record(texts as f64);
+}
+
+/// Counts a request refused by a token budget.
+pub fn inference_budget_exceeded(role: &'static str) {
+    metrics::counter!(INFERENCE_BUDGET_EXCEEDED_TOTAL, "role" => role).increment(1);
+}

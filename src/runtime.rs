@@ -22,6 +22,8 @@ use crate::explore::ExploreService;
 use crate::explore::views::ViewMsg;
 use crate::health::probe::DatabaseProbe;
 use crate::health::{HealthMsg, Probe};
+use crate::inference::Inference;
+use crate::inference::tree::InferenceParts;
 use crate::queue::Queue;
 use crate::queue::tree::QueueParts;
 use crate::supervision::events::LifecycleEvents;
@@ -29,7 +31,7 @@ use crate::supervision::root::RootTree;
 use crate::supervision::slot::ActorSlot;
 use crate::supervision::supervisor::{ChaosAction, ChaosError};
 use crate::supervision::tree::ActorNode;
-use crate::{auth, cache, explore, health, queue};
+use crate::{auth, cache, explore, health, inference, queue};
 
 /// What the concerns are built over.
 pub struct Parts {
@@ -40,6 +42,8 @@ pub struct Parts {
     pub revocations: Arc<Revocations>,
     /// Jobs and events.
     pub queue: QueueParts,
+    /// Inference: the deployments, the handle, the probes.
+    pub inference: InferenceParts,
 }
 
 /// The running actor tree of one node, and where handlers find its actors.
@@ -51,18 +55,21 @@ pub struct Runtime {
     pub views: ActorSlot<ViewMsg>,
     /// Jobs: submit, read, cancel, watch.
     pub queue: Queue,
+    /// Inference: chat and embeddings.
+    pub inference: Inference,
 }
 
 impl Runtime {
     /// Starts the root supervisor over every concern's subtree.
     pub async fn start(settings: &Settings, parts: Parts) -> Result<Self, SpawnErr> {
-        let Parts { db, explore, cache, revocations, queue } = parts;
+        let Parts { db, explore, cache, revocations, queue, inference } = parts;
         let redis = cache.as_ref().and_then(Cache::l2).cloned();
         let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe::new(db))];
         if let Some(l2) = &redis {
             probes.push(Arc::new(RedisProbe::new(l2.clone())));
         }
         probes.extend(queue.probes.iter().cloned());
+        probes.extend(inference.probes.iter().cloned());
         let handle = queue.queue.clone();
         let health = ActorSlot::<HealthMsg>::new("health");
         let views = ActorSlot::<ViewMsg>::new("views");
@@ -75,8 +82,9 @@ impl Runtime {
             children.push(cache::tree::child_spec(settings, cache));
         }
         children.push(queue::tree::child_spec(settings, queue));
+        children.push(inference::tree::child_spec(settings, &inference));
         let tree = RootTree::start(settings.supervisor("root"), children).await?;
-        Ok(Self { tree, health, views, queue: handle })
+        Ok(Self { tree, health, views, queue: handle, inference: inference.inference })
     }
 
     /// Owns a background task of the node under `name`, so shutdown lets it finish

@@ -133,18 +133,20 @@ impl Application {
         }
         let cached = CachedExplore::new(explore.clone(), cache.clone(), Ttls::from_settings(&settings.cache));
         let revocations = auth.revocations().clone();
+        let inference = crate::inference::tree::build(&settings, cache.clone());
         let deps = crate::queue::kinds::KindDeps {
             settings: settings.clone(),
             db: db.clone(),
             explore: explore.clone(),
             cached: cached.clone(),
+            inference: inference.inference.clone(),
         };
         let queue =
             crate::queue::tree::build(&settings, db.clone(), remote_changes, local_changes, &deps).await?;
         let runtime = Arc::new(
             Runtime::start(
                 &settings,
-                Parts { db: db.clone(), explore, cache: cache.clone(), revocations, queue },
+                Parts { db: db.clone(), explore, cache: cache.clone(), revocations, queue, inference },
             )
             .await?,
         );

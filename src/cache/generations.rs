@@ -30,6 +30,9 @@ pub enum Family {
     Category(String),
     /// Lists filtered by this tag.
     Tag(String),
+    /// Every entry of a namespace other than Explore's pages, e.g. `inference`
+    /// (the response cache): bumping it drops the whole namespace.
+    Namespace(String),
 }
 
 impl Family {
@@ -41,6 +44,7 @@ impl Family {
             Self::Group(g) => format!("gen:group:{g}"),
             Self::Category(c) => format!("gen:cat:{c}"),
             Self::Tag(t) => format!("gen:tag:{t}"),
+            Self::Namespace(n) => format!("gen:ns:{n}"),
         }
     }
 }
@@ -170,6 +174,7 @@ impl Generations {
                 Family::Group(_) => 'g',
                 Family::Category(_) => 'c',
                 Family::Tag(_) => 't',
+                Family::Namespace(_) => 'n',
             };
             let _ = write!(out, ".{prefix}{}", inner.values.get(family).copied().unwrap_or(0));
         }

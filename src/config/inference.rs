@@ -197,7 +197,10 @@ impl InferenceSettings {
                 return bad("inference.backends", format!("name {name:?}: 1 to 32 of [a-z0-9-]"));
             }
             if !names.insert(name.clone()) {
-                return bad("inference.backends", format!("name {name:?} is used twice (\"local\" is taken)"));
+                return bad(
+                    "inference.backends",
+                    format!("name {name:?} is used twice (\"local\" is taken)"),
+                );
             }
             match url::Url::parse(&backend.base_url) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
@@ -211,7 +214,8 @@ impl InferenceSettings {
             if backend.models.is_empty() {
                 return bad("inference.backends", format!("{name}: models must name at least one model"));
             }
-            if let Some(unknown) = backend.embedding_models.iter().find(|m| !backend.models.contains_key(*m)) {
+            if let Some(unknown) = backend.embedding_models.iter().find(|m| !backend.models.contains_key(*m))
+            {
                 return bad(
                     "inference.backends",
                     format!("{name}: embedding model {unknown:?} is not among its models"),
@@ -221,7 +225,10 @@ impl InferenceSettings {
                 return bad("inference.backends", format!("{name}: workers must be between 1 and 4096"));
             }
             if !(1..=100_000).contains(&backend.queue_capacity) {
-                return bad("inference.backends", format!("{name}: queue_capacity must be between 1 and 100000"));
+                return bad(
+                    "inference.backends",
+                    format!("{name}: queue_capacity must be between 1 and 100000"),
+                );
             }
             if let Some(breaker) = &backend.breaker
                 && let Err(reason) = breaker.to_config().validate()
@@ -230,5 +237,15 @@ impl InferenceSettings {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl InferenceSettings {
+    /// The embedded defaults' `[inference]`: unit tests start from what a node runs with.
+    pub fn for_tests() -> Self {
+        use figment::providers::Format as _;
+        let figment = figment::Figment::new().merge(figment::providers::Toml::string(super::DEFAULTS));
+        figment.extract_inner::<InferenceSettings>("inference").expect("the embedded [inference] parses")
     }
 }

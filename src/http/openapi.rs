@@ -135,6 +135,9 @@ a generated UUID).";
         (name = "jobs", description = "Background jobs: submitting (admin), reading (a caller below admin sees \
             only its own jobs), live progress as Server-Sent Events, cancelling and retrying (admin), and the \
             cron schedules (admin)."),
+        (name = "inference", description = "OpenAI-compatible inference (viewer or above): chat completions \
+            (whole or streamed), embeddings and the model list; errors in OpenAI's shape `{\"error\": {\"message\", \
+            \"type\", \"param\", \"code\"}}`."),
         (name = "operations", description = "Prometheus metrics and this document; public."),
     ),
 )]

@@ -140,7 +140,7 @@ pub struct Embeddings {
 }
 
 /// What a model does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     Chat,
@@ -259,7 +259,10 @@ mod tests {
             Ok(Delta::Done { finish: FinishReason::Stop, usage }),
         ]));
         let answer = collect(whole).await.expect("whole stream");
-        assert_eq!((answer.text.as_str(), answer.finish, answer.usage.total()), ("Paris", FinishReason::Stop, 5));
+        assert_eq!(
+            (answer.text.as_str(), answer.finish, answer.usage.total()),
+            ("Paris", FinishReason::Stop, 5)
+        );
     }
 
     #[test]

@@ -27,8 +27,22 @@ pub struct LocalBackend;
 impl LocalBackend {
     /// Loads the models found in `settings.models_dir`. Blocking: call it off the async runtime.
     pub fn load(settings: &LocalSettings) -> Result<Self, LocalLoadError> {
-        Err(LocalLoadError::Missing { dir: settings.models_dir.clone(), missing: missing_files(&settings.models_dir) })
+        Err(LocalLoadError::Missing {
+            dir: settings.models_dir.clone(),
+            missing: missing_files(&settings.models_dir),
+        })
     }
+}
+
+/// Loads the local backend as the pool holds it. Blocking: call it off the async runtime.
+pub fn load_backend(
+    settings: &LocalSettings,
+) -> Result<std::sync::Arc<dyn super::backend::LlmBackend>, LocalLoadError> {
+    let _backend = LocalBackend::load(settings)?;
+    Err(LocalLoadError::Load {
+        path: settings.models_dir.clone(),
+        reason: "the local backend is not built yet".to_owned(),
+    })
 }
 
 /// The model files not present in `dir`.

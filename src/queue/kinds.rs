@@ -33,6 +33,8 @@ pub struct KindDeps {
     pub db: DatabaseConnection,
     pub explore: ExploreService,
     pub cached: CachedExplore,
+    /// Generation and embeddings (the summarize and embed kinds).
+    pub inference: crate::inference::Inference,
 }
 
 /// Every kind this node runs (`noop_sleep` only with `queue.test_jobs`).

@@ -46,7 +46,8 @@ impl Node {
         let settings = Arc::new(settings);
         let explore = ExploreService::new(db.clone(), b"cursor-secret-for-tests-0123456789");
         let cached = CachedExplore::new(explore.clone(), None, Ttls::from_settings(&settings.cache));
-        let deps = kinds::KindDeps { settings: settings.clone(), db: db.clone(), explore, cached };
+        let inference = crate::inference::Inference::disabled(&settings.inference);
+        let deps = kinds::KindDeps { settings: settings.clone(), db: db.clone(), explore, cached, inference };
         let remote = change::change_bus();
         let parts: QueueParts = tree::build(
             &settings,

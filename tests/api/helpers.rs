@@ -30,6 +30,8 @@ pub struct TestApp {
     pub database_url: String,
     /// The node's job queue (submit, read), for tests that run jobs without the HTTP API.
     pub queue: castwork::queue::Queue,
+    /// The node's inference handle, for its own counters (cancelled generations).
+    pub inference: castwork::inference::Inference,
     /// The node's data directory.
     pub data_dir: PathBuf,
     /// Fires the node's shutdown signal (as SIGTERM would).
@@ -103,6 +105,7 @@ async fn start_node(
     tweak(&mut settings);
     let app = Application::build_with(settings, hooks).await.expect("app builds");
     let queue = app.runtime().queue.clone();
+    let inference = app.runtime().inference.clone();
     let address = format!("http://127.0.0.1:{}", app.port());
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
     let signal = std::sync::Arc::clone(&stop);
@@ -116,6 +119,7 @@ async fn start_node(
         client,
         database_url,
         queue,
+        inference,
         data_dir,
         stop,
         serving,
@@ -309,6 +313,37 @@ impl TestApp {
         let n: i64 = row.try_get("", "n").expect("count column");
         db.close().await.ok();
         n
+    }
+}
+
+/// The repository's model files (`scripts/fetch-models.sh` fills it).
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// A node serving the local models (which must have been fetched).
+pub async fn spawn_inference_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let missing = castwork::inference::local::missing_files(&models_dir());
+    assert!(missing.is_empty(), "model files missing: {missing:?}; run scripts/fetch-models.sh (make test does)");
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.inference.local.enabled = true;
+        s.inference.local.models_dir = models_dir();
+        tweak(s);
+    })
+    .await;
+    app.wait_inference().await;
+    app
+}
+
+impl TestApp {
+    /// Waits until the node's local models are loaded (`inference` up in `/health`).
+    pub async fn wait_inference(&self) {
+        let ready = poll_until(Duration::from_secs(120), || async {
+            let (_, body) = self.get_json("/health", None).await;
+            (body["components"]["inference-local"]["status"] == "ok").then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "the local models did not load: {}", self.get_json("/health", None).await.1);
     }
 }
 

@@ -27,6 +27,7 @@ mod explore;
 mod files;
 mod health;
 mod import;
+mod inference;
 mod items;
 mod jobs_api;
 mod jobs_kinds;
