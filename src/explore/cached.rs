@@ -26,6 +26,7 @@ pub struct Ttls {
     pub search: Duration,
     pub categories: Duration,
     pub trending: Duration,
+    pub summary: Duration,
 }
 
 impl Ttls {
@@ -37,6 +38,7 @@ impl Ttls {
             search: Duration::from_secs(s.search_ttl_secs),
             categories: Duration::from_secs(s.categories_ttl_secs),
             trending: Duration::from_secs(s.trending_ttl_secs),
+            summary: Duration::from_secs(s.summary_ttl_secs),
         }
     }
 }
@@ -180,6 +182,11 @@ impl CachedExplore {
     /// The service (for writes and uncached reads).
     pub fn service(&self) -> &ExploreService {
         &self.service
+    }
+
+    /// The time to live of each kind of entry.
+    pub fn ttls(&self) -> Ttls {
+        self.ttls
     }
 
     /// The cache, when enabled.

@@ -10,12 +10,20 @@
 //! | `fusion.rs` | reciprocal rank fusion of the full-text and semantic rankings |
 //! | `changes.rs` | the bounded queue of item changes the indexer applies |
 //! | `flights.rs` | single flight: concurrent requests for one summary share its generation |
+//! | `service.rs` | [`Semantic`]: the reads on inference, their errors |
+//! | `summary.rs` | an item's summary: stored, or generated once |
+//! | `search.rs` | related items, semantic and hybrid search |
+//! | `indexer.rs` | the SemanticIndexer actor: keeps the index in step with item changes |
 
 pub mod changes;
 pub mod flights;
 pub mod fusion;
 pub mod index;
+pub mod indexer;
+pub mod search;
+pub mod service;
 pub mod store;
+pub mod summary;
 pub mod text;
 
 use std::sync::{Arc, RwLock};
@@ -23,6 +31,8 @@ use std::sync::{Arc, RwLock};
 use sea_orm::{DatabaseConnection, DbErr};
 
 use self::index::{IndexError, Neighbour, VectorIndex};
+pub use self::service::{Semantic, SemanticError};
+pub use self::summary::GeneratedSummary;
 
 /// Embeddings read per page when the index is loaded.
 pub const LOAD_PAGE: u64 = 1_000;
