@@ -322,7 +322,8 @@ async fn apply(
     }
     let embedded = match embed_pending(db, inference, &model, &pending, chunk).await {
         Ok(rows) => rows,
-        // no model will answer on this node: leave these to a node (or a job) that has one
+        // no model will answer on this node: leave these to a node (or a job) that has
+        // one; meanwhile the index keeps what it has of them
         Err(EmbedError::Inference(InferenceError::Disabled)) => Vec::new(),
         Err(err) => return Err(err.to_string()),
     };
@@ -332,8 +333,9 @@ async fn apply(
             applied.embedded += 1;
         }
     }
-    // deleted meanwhile, or with no vector to be had: not searchable
-    for id in batch.refresh.iter().filter(|id| !indexed.contains(id.as_str())) {
+    // neither pending nor with a stored vector: deleted meanwhile. (One still
+    // pending keeps the vector the index has, if any: a little stale beats missing.)
+    for id in batch.refresh.iter().filter(|id| !indexed.contains(id.as_str()) && !stale.contains(id.as_str())) {
         applied.removed += usize::from(index.remove(id));
     }
     Ok(applied)
@@ -410,3 +412,6 @@ async fn sync(
     let slack = chrono::Duration::from_std(SYNC_SLACK).unwrap_or_default();
     Ok(last_seen.map(|m| UpdateMark { at: m.at - slack, item_id: String::new() }))
 }
+
+#[cfg(test)]
+mod tests;

@@ -176,9 +176,85 @@ pub async fn next_step(
 
 #[cfg(test)]
 mod tests {
+    use chrono::{TimeZone, Utc};
     use serde_json::json;
 
     use super::*;
+    use crate::db::testing::{Backend, TestDatabase};
+    use crate::explore::ExploreService;
+    use crate::explore::model::ItemInput;
+
+    struct Fixture {
+        db: DatabaseConnection,
+        _database: TestDatabase,
+    }
+
+    /// Items i0 .. i9; i2 and i5 with a current embedding by "m".
+    async fn setup(backend: Backend) -> Fixture {
+        let (database, db) = TestDatabase::migrated(backend).await;
+        let service = ExploreService::new(db.clone(), b"derive-walk-tests");
+        for i in 0..10 {
+            let input = ItemInput {
+                id: Some(format!("i{i}")),
+                title: format!("Paper {i}"),
+                body: "An abstract.".into(),
+                category: "Machine Learning".into(),
+                category_code: "cs.LG".into(),
+                group: "Computer Science".into(),
+                tags: vec![],
+                source_url: None,
+                published_at: Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap(),
+            };
+            service.create(input).await.unwrap();
+        }
+        let mut rows = Vec::new();
+        for id in ["i2", "i5"] {
+            let text = store::item_text(&db, id).await.unwrap().unwrap();
+            rows.push(store::StoredEmbedding {
+                item_id: id.into(),
+                model: "m".into(),
+                text_hash: text.embedding_input().hash,
+                vector: vec![1.0; 4],
+            });
+        }
+        store::save_embeddings(&db, &rows, Utc::now()).await.unwrap();
+        Fixture { db, _database: database }
+    }
+
+    fn pending(step: &Step) -> Vec<&str> {
+        step.pending.iter().map(|p| p.id.as_str()).collect()
+    }
+
+    async fn a_walk_resumes_after_its_checkpoint_and_skips_current_items(f: Fixture) {
+        let request = Request { ids: None, limit: None, batch_size: 4 };
+        let step = next_step(&f.db, Derived::Embedding, "m", &request, &Walk::default()).await.unwrap().unwrap();
+        assert_eq!((pending(&step), step.last.as_str(), step.scanned), (vec!["i0", "i1", "i3"], "i3", 4));
+        // a later attempt starts from the checkpoint
+        let walk = Walk { after: Some("i3".into()), scanned: 4, done: 3, skipped: 0 };
+        let step = next_step(&f.db, Derived::Embedding, "m", &request, &walk).await.unwrap().unwrap();
+        assert_eq!((pending(&step), step.last.as_str()), (vec!["i4", "i6", "i7"], "i7"));
+        let end = Walk { after: Some("i9".into()), ..walk.clone() };
+        assert_eq!(next_step(&f.db, Derived::Embedding, "m", &request, &end).await.unwrap(), None);
+        // a limit stops at the item that reaches it
+        let limited = Request { limit: Some(4), ..request.clone() };
+        let step = next_step(&f.db, Derived::Embedding, "m", &limited, &walk).await.unwrap().unwrap();
+        assert_eq!((pending(&step), step.last.as_str()), (vec!["i4"], "i4"));
+        assert!(Walk { done: 4, ..walk }.reached(&limited));
+        // listed ids: unknown ones are read past, current ones are not pending
+        let ids = Request { ids: Some(vec!["i1".into(), "i2".into(), "nope".into()]), limit: None, batch_size: 2 };
+        let step = next_step(&f.db, Derived::Embedding, "m", &ids, &Walk::default()).await.unwrap().unwrap();
+        assert_eq!((pending(&step), step.last.as_str(), step.scanned), (vec!["i1"], "i2", 2));
+        let walk = Walk { after: Some("i2".into()), ..Walk::default() };
+        let step = next_step(&f.db, Derived::Embedding, "m", &ids, &walk).await.unwrap().unwrap();
+        assert_eq!((pending(&step), step.last.as_str()), (vec![], "nope"));
+        assert_eq!(total(&f.db, &ids).await.unwrap(), 3);
+        assert_eq!(total(&f.db, &request).await.unwrap(), 10);
+        // summaries are walked on their own
+        let step = next_step(&f.db, Derived::Summary, "chat", &request, &Walk::default()).await.unwrap().unwrap();
+        assert_eq!(pending(&step), ["i0", "i1", "i2", "i3"]);
+    }
+
+    crate::on_both_backends!(setup => a_walk_resumes_after_its_checkpoint_and_skips_current_items);
 
     #[test]
     fn a_payload_is_read_strictly() {
