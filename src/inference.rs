@@ -21,6 +21,8 @@ pub mod openai;
 mod pool;
 pub mod probe;
 mod router;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tree;
 
 #[cfg(test)]

@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use ractor::Actor;
 
-use super::backend::ModelKind;
+use super::backend::{LlmBackend, ModelKind};
 use super::batch::Batcher;
 use super::local;
+use super::openai::OpenAiBackend;
 use super::pool::{self, Deployment};
 use super::probe::{BackendProbe, InferenceProbe};
 use super::router::Inference;
@@ -115,8 +116,8 @@ fn remote(backend: &BackendSettings, default_breaker: &crate::config::BreakerSet
     let breaker_settings = backend.breaker.as_ref().unwrap_or(default_breaker);
     let breaker = CircuitBreaker::new(format!("inference-{}", backend.name), breaker_settings.to_config());
     let deployment = Deployment::new(&backend.name, models, breaker, backend.workers, backend.queue_capacity);
-    match super::openai::client(backend) {
-        Ok(client) => deployment.ready(client),
+    match OpenAiBackend::new(backend) {
+        Ok(client) => deployment.ready(Arc::new(client) as Arc<dyn LlmBackend>),
         Err(err) => deployment.failed(err.to_string()),
     }
     deployment

@@ -324,7 +324,10 @@ pub fn models_dir() -> PathBuf {
 /// A node serving the local models (which must have been fetched).
 pub async fn spawn_inference_app(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let missing = castwork::inference::local::missing_files(&models_dir());
-    assert!(missing.is_empty(), "model files missing: {missing:?}; run scripts/fetch-models.sh (make test does)");
+    assert!(
+        missing.is_empty(),
+        "model files missing: {missing:?}; run scripts/fetch-models.sh (make test does)"
+    );
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.inference.local.enabled = true;
         s.inference.local.models_dir = models_dir();

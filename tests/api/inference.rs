@@ -96,12 +96,17 @@ async fn a_streamed_answer_arrives_in_chunks_with_usage_and_done() {
     let body = response.text().await.unwrap();
     let events = sse_data(&body);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{body}");
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    let chunks: Vec<Value> =
+        events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let text: String =
-        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect::<Vec<_>>().concat();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect::<Vec<_>>()
+        .concat();
     assert!(text.contains("Paris"), "{text}");
-    let finish: Vec<&Value> = chunks.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
+    let finish: Vec<&Value> =
+        chunks.iter().map(|c| &c["choices"][0]["finish_reason"]).filter(|f| !f.is_null()).collect();
     assert_eq!(finish.len(), 1, "one finish_reason: {body}");
     let usage = &chunks.last().unwrap()["usage"];
     assert!(usage["completion_tokens"].as_u64().unwrap() >= 1, "{body}");
@@ -112,7 +117,11 @@ async fn a_streamed_answer_arrives_in_chunks_with_usage_and_done() {
 async fn embeddings_match_the_reference_similarity() {
     let app = spawn_inference_app(|_| {}).await;
     let token = app.user_token("embedder", "viewer").await;
-    let texts = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today."];
+    let texts = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The stock market fell sharply today.",
+    ];
     let response = post(&app, "/v1/embeddings", &token, json!({"model": EMBED, "input": texts})).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -141,7 +150,11 @@ async fn bad_requests_are_refused_in_openais_error_shape() {
     let token = app.user_token("careless", "viewer").await;
     let user = |text: &str| json!({"role": "user", "content": text});
     let cases = [
-        (json!({"model": CHAT, "messages": [user("a"), user("b"), user("c"), user("d")]}), 400, "too_many_messages"),
+        (
+            json!({"model": CHAT, "messages": [user("a"), user("b"), user("c"), user("d")]}),
+            400,
+            "too_many_messages",
+        ),
         (json!({"model": CHAT, "messages": [user(&"x".repeat(101))]}), 400, "context_length_exceeded"),
         (json!({"model": CHAT, "messages": [user("hi")], "max_tokens": 100000}), 400, "invalid_value"),
         (json!({"model": CHAT, "messages": [user("hi")], "temperature": 9}), 400, "invalid_value"),
@@ -161,7 +174,8 @@ async fn bad_requests_are_refused_in_openais_error_shape() {
     }
     let response = post(&app, "/v1/embeddings", &token, json!({"model": EMBED, "input": []})).await;
     assert_eq!(response.status(), 400);
-    let no_token = app.client.post(app.url("/v1/chat/completions")).json(&capital_question()).send().await.unwrap();
+    let no_token =
+        app.client.post(app.url("/v1/chat/completions")).json(&capital_question()).send().await.unwrap();
     assert_eq!(no_token.status(), 401);
 }
 
@@ -235,7 +249,9 @@ async fn without_model_files_the_node_serves_the_rest_and_says_how_to_fetch_them
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_inference_disabled_the_api_says_so() {
-    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |s| s.inference.enabled = false).await;
+    let app =
+        crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |s| s.inference.enabled = false)
+            .await;
     let token = app.user_token("nobody", "viewer").await;
     let response = post(&app, "/v1/chat/completions", &token, capital_question()).await;
     assert_eq!(response.status(), 503);

@@ -74,7 +74,8 @@ async fn a_second_castwork_node_serves_as_a_real_openai_backend() {
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{body}");
     assert!(body.contains("Paris"), "{body}");
 
-    let vectors = post(&app, "/v1/embeddings", &token, json!({"model": "peer-embed", "input": ["a", "b"]})).await;
+    let vectors =
+        post(&app, "/v1/embeddings", &token, json!({"model": "peer-embed", "input": ["a", "b"]})).await;
     assert_eq!(vectors.status(), 200);
     let vectors: Value = vectors.json().await.unwrap();
     assert_eq!(vectors["data"][1]["embedding"].as_array().unwrap().len(), 384);
@@ -108,7 +109,10 @@ async fn failures_before_the_first_token_fall_back_and_the_breaker_opens_then_cl
     })
     .await
     .expect("the breaker shows in /health");
-    assert!(health["components"]["inference-flaky"]["last_error"].to_string().contains("circuit open"), "{health}");
+    assert!(
+        health["components"]["inference-flaky"]["last_error"].to_string().contains("circuit open"),
+        "{health}"
+    );
     let admin = app.admin_token().await;
     let tree = app.tree(&admin).await;
     let node = find_node(&tree, "inference-flaky").expect("the backend's supervisor in the tree");
@@ -181,7 +185,11 @@ async fn failures_after_the_first_token_end_the_stream_with_an_error_event() {
         assert_eq!(response.status(), 200);
         let body = response.text().await.unwrap();
         let events = sse_data(&body);
-        assert_ne!(events.last().map(String::as_str), Some("[DONE]"), "a cut answer never ends as a whole one: {body}");
+        assert_ne!(
+            events.last().map(String::as_str),
+            Some("[DONE]"),
+            "a cut answer never ends as a whole one: {body}"
+        );
         let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
         assert!(last["error"]["message"].is_string(), "{body}");
         if let Some(code) = code {
@@ -207,7 +215,9 @@ async fn a_full_queue_is_shed_at_once_with_retry_after() {
     let mut held = Vec::new();
     for _ in 0..2 {
         let (client, url, token) = (app.client.clone(), app.url("/v1/chat/completions"), token.clone());
-        held.push(tokio::spawn(async move { client.post(url).bearer_auth(token).json(&ask("m")).send().await }));
+        held.push(tokio::spawn(
+            async move { client.post(url).bearer_auth(token).json(&ask("m")).send().await },
+        ));
     }
     let deployment = app.inference.deployments()[0].clone();
     let busy = poll_until(Duration::from_secs(10), || {
@@ -230,7 +240,11 @@ async fn a_full_queue_is_shed_at_once_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_answer_fails_its_request_cleanly_and_is_replaced() {
-    let slow = FakeOpenAi::start(Behaviour::Ok { text: "one two three four".into(), latency: Duration::from_secs(3) }).await;
+    let slow = FakeOpenAi::start(Behaviour::Ok {
+        text: "one two three four".into(),
+        latency: Duration::from_secs(3),
+    })
+    .await;
     let (app, token) = gateway(|s| {
         let mut b = backend("slow", slow.base_url(), &[("m", "m")]);
         b.workers = 1;
@@ -239,7 +253,8 @@ async fn a_worker_killed_mid_answer_fails_its_request_cleanly_and_is_replaced() 
     .await;
     let admin = app.admin_token().await;
     let (client, url, caller) = (app.client.clone(), app.url("/v1/chat/completions"), token.clone());
-    let request = tokio::spawn(async move { client.post(url).bearer_auth(caller).json(&ask("m")).send().await });
+    let request =
+        tokio::spawn(async move { client.post(url).bearer_auth(caller).json(&ask("m")).send().await });
     let deployment = app.inference.deployments()[0].clone();
     poll_until(Duration::from_secs(10), || {
         let d = deployment.clone();
@@ -248,7 +263,8 @@ async fn a_worker_killed_mid_answer_fails_its_request_cleanly_and_is_replaced() 
     .await
     .expect("the request is on the worker");
     assert_eq!(app.chaos(&admin, "inference-slow-0", "kill").await.status(), 200);
-    let response = tokio::time::timeout(Duration::from_secs(20), request).await.expect("never hangs").unwrap().unwrap();
+    let response =
+        tokio::time::timeout(Duration::from_secs(20), request).await.expect("never hangs").unwrap().unwrap();
     // lost before its first token: tried once more on the restarted worker, or a clean error
     assert!(matches!(response.status().as_u16(), 200 | 503 | 504), "{}", response.status());
     let replaced = poll_until(Duration::from_secs(10), || async {

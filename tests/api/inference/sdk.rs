@@ -16,15 +16,14 @@ async fn the_openai_python_client_works_against_castwork() {
     assert!(python.is_file(), "{} is missing: run scripts/test-python.sh (make test does)", python.display());
     let app = spawn_inference_app(|_| {}).await;
     let token = app.user_token("sdk-user", "viewer").await;
-    let output = tokio::process::Command::new(&python)
+    let mut command = std::process::Command::new(&python);
+    command
         .arg(root.join("tests/python/openai_client.py"))
         .arg(app.url("/v1"))
         .arg(&token)
         .arg(super::CHAT)
-        .arg(super::EMBED)
-        .output()
-        .await
-        .expect("python runs");
+        .arg(super::EMBED);
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("python runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the client failed: {stderr}");
     let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON report");
