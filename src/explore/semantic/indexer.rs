@@ -335,7 +335,8 @@ async fn apply(
     }
     // neither pending nor with a stored vector: deleted meanwhile. (One still
     // pending keeps the vector the index has, if any: a little stale beats missing.)
-    for id in batch.refresh.iter().filter(|id| !indexed.contains(id.as_str()) && !stale.contains(id.as_str())) {
+    for id in batch.refresh.iter().filter(|id| !indexed.contains(id.as_str()) && !stale.contains(id.as_str()))
+    {
         applied.removed += usize::from(index.remove(id));
     }
     Ok(applied)

@@ -227,7 +227,8 @@ mod tests {
 
     async fn a_walk_resumes_after_its_checkpoint_and_skips_current_items(f: Fixture) {
         let request = Request { ids: None, limit: None, batch_size: 4 };
-        let step = next_step(&f.db, Derived::Embedding, "m", &request, &Walk::default()).await.unwrap().unwrap();
+        let step =
+            next_step(&f.db, Derived::Embedding, "m", &request, &Walk::default()).await.unwrap().unwrap();
         assert_eq!((pending(&step), step.last.as_str(), step.scanned), (vec!["i0", "i1", "i3"], "i3", 4));
         // a later attempt starts from the checkpoint
         let walk = Walk { after: Some("i3".into()), scanned: 4, done: 3, skipped: 0 };
@@ -241,7 +242,8 @@ mod tests {
         assert_eq!((pending(&step), step.last.as_str()), (vec!["i4"], "i4"));
         assert!(Walk { done: 4, ..walk }.reached(&limited));
         // listed ids: unknown ones are read past, current ones are not pending
-        let ids = Request { ids: Some(vec!["i1".into(), "i2".into(), "nope".into()]), limit: None, batch_size: 2 };
+        let ids =
+            Request { ids: Some(vec!["i1".into(), "i2".into(), "nope".into()]), limit: None, batch_size: 2 };
         let step = next_step(&f.db, Derived::Embedding, "m", &ids, &Walk::default()).await.unwrap().unwrap();
         assert_eq!((pending(&step), step.last.as_str(), step.scanned), (vec!["i1"], "i2", 2));
         let walk = Walk { after: Some("i2".into()), ..Walk::default() };
@@ -250,7 +252,8 @@ mod tests {
         assert_eq!(total(&f.db, &ids).await.unwrap(), 3);
         assert_eq!(total(&f.db, &request).await.unwrap(), 10);
         // summaries are walked on their own
-        let step = next_step(&f.db, Derived::Summary, "chat", &request, &Walk::default()).await.unwrap().unwrap();
+        let step =
+            next_step(&f.db, Derived::Summary, "chat", &request, &Walk::default()).await.unwrap().unwrap();
         assert_eq!(pending(&step), ["i0", "i1", "i2", "i3"]);
     }
 

@@ -101,8 +101,11 @@ async fn until(index: &SharedIndex, what: &str, check: impl Fn(&SharedIndex) -> 
 }
 
 fn ids(index: &SharedIndex) -> Vec<String> {
-    let mut ids: Vec<String> =
-        ["a1", "a2", "a3", "a4", "a5"].iter().filter(|id| index.contains(id)).map(|id| (*id).to_owned()).collect();
+    let mut ids: Vec<String> = ["a1", "a2", "a3", "a4", "a5"]
+        .iter()
+        .filter(|id| index.contains(id))
+        .map(|id| (*id).to_owned())
+        .collect();
     ids.sort();
     ids
 }
@@ -153,7 +156,8 @@ async fn an_overflowing_queue_reloads_the_index() {
     f.service.delete("a1", None).await.unwrap();
     assert_eq!(f.queue.len(), 1, "bounded");
     // a new incarnation reloads everything stored: a1 gone, a4 and a5 in
-    let indexer = SemanticIndexer { batch_max: 8, sync_every: Duration::from_secs(3600), retry: Backoff::default() };
+    let indexer =
+        SemanticIndexer { batch_max: 8, sync_every: Duration::from_secs(3600), retry: Backoff::default() };
     let args = IndexerArgs {
         db: f.service.db().clone(),
         inference: disabled_inference(),
