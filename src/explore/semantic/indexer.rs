@@ -68,7 +68,7 @@ impl ChaosTarget for IndexerMsg {
 
 /// How a piece of work ended.
 pub enum Outcome {
-    Loaded { result: Result<usize, String>, mark: UpdateMark },
+    Loaded { result: Result<usize, String>, mark: UpdateMark, took: Duration },
     Applied { batch: Batch, result: Result<Applied, String> },
     Synced(Result<Option<UpdateMark>, String>),
 }
@@ -217,8 +217,9 @@ impl SemanticIndexer {
             state.reload = false;
             let mark = UpdateMark { at: Utc::now() - SYNC_SLACK, item_id: String::new() };
             Box::pin(async move {
+                let started = Instant::now();
                 let result = index.load(&db).await.map(|report| report.loaded).map_err(|e| e.to_string());
-                Outcome::Loaded { result, mark }
+                Outcome::Loaded { result, mark, took: started.elapsed() }
             })
         } else if !state.loaded {
             return;
@@ -245,8 +246,14 @@ impl SemanticIndexer {
 
     fn finished(&self, myself: &ActorRef<IndexerMsg>, state: &mut IndexerState, outcome: Outcome) {
         let failed = match outcome {
-            Outcome::Loaded { result: Ok(loaded), mark } => {
-                tracing::info!(vectors = loaded, model = %state.args.index.model(), "semantic index loaded");
+            Outcome::Loaded { result: Ok(loaded), mark, took } => {
+                tracing::info!(
+                    vectors = loaded,
+                    bytes = state.args.index.vector_bytes(),
+                    model = %state.args.index.model(),
+                    elapsed_ms = took.as_millis() as u64,
+                    "semantic index loaded"
+                );
                 state.loaded = true;
                 state.mark = Some(mark);
                 None
