@@ -52,6 +52,12 @@ pub mod env {
     pub const URL: &str = "CASTWORK_URL";
     /// Access token `castwork jobs ...` sends.
     pub const TOKEN: &str = "CASTWORK_TOKEN";
+    /// Threads of candle's CPU kernel pool (read by candle); the local inference
+    /// backend wants 1: each kernel on the compute thread that calls it.
+    pub const CANDLE_NUM_THREADS: &str = "CANDLE_NUM_THREADS";
+    /// Threads of rayon's global pool (read by rayon; candle's float matrix products
+    /// use it); the local inference backend wants 1.
+    pub const RAYON_NUM_THREADS: &str = "RAYON_NUM_THREADS";
     /// Keys under [`PREFIX`] that are not configuration keys.
     pub(super) const NOT_KEYS: [&str; 10] = [
         "env",

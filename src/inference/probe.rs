@@ -2,7 +2,8 @@
 //! serve, with what to do about it: for missing local models, the command that
 //! fetches them) and one component `inference-<backend>` per backend (its load
 //! state and its breaker). None is critical: without inference the node still
-//! serves everything else.
+//! serves everything else. A node with inference disabled, or with no backend
+//! at all, has none of them (as a node without Redis has no `redis`).
 
 use std::sync::Arc;
 
@@ -29,12 +30,11 @@ fn serving(deployment: &Deployment) -> Result<(), String> {
 /// names every backend that does not.
 pub struct InferenceProbe {
     deployments: Vec<Arc<Deployment>>,
-    enabled: bool,
 }
 
 impl InferenceProbe {
-    pub fn new(deployments: Vec<Arc<Deployment>>, enabled: bool) -> Self {
-        Self { deployments, enabled }
+    pub fn new(deployments: Vec<Arc<Deployment>>) -> Self {
+        Self { deployments }
     }
 }
 
@@ -48,9 +48,7 @@ impl Probe for InferenceProbe {
     }
 
     fn check(&self) -> BoxFuture<'static, Result<(), String>> {
-        let result = if !self.enabled {
-            Err("disabled (inference.enabled = false)".to_owned())
-        } else if self.deployments.is_empty() {
+        let result = if self.deployments.is_empty() {
             Err("no backend configured".to_owned())
         } else {
             let failing: Vec<String> = self

@@ -45,9 +45,10 @@ pub struct InferenceParts {
 pub fn build(settings: &Settings, cache: Option<Cache>) -> InferenceParts {
     let s = &settings.inference;
     if !s.enabled {
+        // like an unconfigured Redis: not a component of this node
         return InferenceParts {
             inference: Inference::disabled(s),
-            probes: vec![Arc::new(InferenceProbe::new(Vec::new(), false))],
+            probes: Vec::new(),
             deployments: Vec::new(),
         };
     }
@@ -75,7 +76,10 @@ pub fn build(settings: &Settings, cache: Option<Cache>) -> InferenceParts {
         })
         .collect();
     let inference = Inference::new(s, deployments.clone(), batchers, cache);
-    let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(InferenceProbe::new(deployments.clone(), true))];
+    let mut probes: Vec<Arc<dyn Probe>> = Vec::new();
+    if !deployments.is_empty() {
+        probes.push(Arc::new(InferenceProbe::new(deployments.clone())));
+    }
     probes.extend(deployments.iter().map(|d| Arc::new(BackendProbe::new(d.clone())) as Arc<dyn Probe>));
     InferenceParts { inference, probes, deployments }
 }

@@ -35,8 +35,9 @@ fn backend(name: &str, base_url: String, models: &[(&str, &str)]) -> BackendSett
     }
 }
 
+/// A sampled request: never answered from the response cache.
 fn ask(model: &str) -> Value {
-    json!({"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16})
+    json!({"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16, "temperature": 0.5})
 }
 
 async fn gateway(tweak: impl FnOnce(&mut Settings)) -> (TestApp, String) {
@@ -146,7 +147,7 @@ async fn a_rate_limit_and_a_slow_first_token_move_the_request_on() {
     let response = post(&app, "/v1/chat/completions", &token, ask("m")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-castwork-backend"], "spare");
-    assert!(limited.requests() >= 1);
+    assert_eq!(limited.requests(), 1);
     // alone, a rate-limited backend is 503 with at least its own Retry-After
     let (alone, alone_token) = gateway(|s| {
         s.inference.backends = vec![backend("limited", limited.base_url(), &[("m", "m")])];
@@ -157,13 +158,25 @@ async fn a_rate_limit_and_a_slow_first_token_move_the_request_on() {
     let after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(after >= 7, "Retry-After {after}");
 
-    // a slow first token: given up after inference.first_token_timeout_secs
-    limited.set(Behaviour::SlowFirstToken(Duration::from_secs(20)));
+    // a slow first token: given up after inference.first_token_timeout_secs, and the
+    // request moves on (the slow backend is listed first, so it is tried first)
+    let slow = FakeOpenAi::start(Behaviour::SlowFirstToken(Duration::from_secs(20))).await;
+    let (app, token) = gateway(|s| {
+        s.inference.backends = vec![
+            backend("slow", slow.base_url(), &[("m", "m")]),
+            backend("spare", spare.base_url(), &[("m", "m")]),
+        ];
+        s.inference.first_token_timeout_secs = 1;
+    })
+    .await;
     let started = std::time::Instant::now();
     let mut streamed = ask("m");
     streamed["stream"] = json!(true);
-    let body = post(&app, "/v1/chat/completions", &token, streamed).await.text().await.unwrap();
-    assert!(body.contains("spare"), "{body}");
+    let response = post(&app, "/v1/chat/completions", &token, streamed).await;
+    assert_eq!(response.headers()["x-castwork-backend"], "spare");
+    let body = response.text().await.unwrap();
+    assert_eq!(sse_data(&body).last().map(String::as_str), Some("[DONE]"), "{body}");
+    assert_eq!(slow.requests(), 1, "the slow backend was tried first");
     assert!(started.elapsed() < Duration::from_secs(15), "it did not wait for the slow backend");
 }
 
@@ -172,7 +185,11 @@ async fn failures_after_the_first_token_end_the_stream_with_an_error_event() {
     let broken = FakeOpenAi::start(Behaviour::ErrorMidStream).await;
     let spare = FakeOpenAi::start(Behaviour::ok("never used")).await;
     let (app, token) = gateway(|s| {
-        s.inference.backends = vec![backend("broken", broken.base_url(), &[("m", "m")])];
+        let mut b = backend("broken", broken.base_url(), &[("m", "m")]);
+        // these failures come after the first token: keep the breaker out of the way
+        let breaker = b.breaker.as_mut().unwrap();
+        (breaker.window_size, breaker.minimum_calls) = (100, 100);
+        s.inference.backends = vec![b];
         s.inference.fallbacks = BTreeMap::from([("m".to_owned(), vec!["s".to_owned()])]);
         s.inference.backends.push(backend("spare", spare.base_url(), &[("s", "s")]));
     })
@@ -222,7 +239,7 @@ async fn a_full_queue_is_shed_at_once_with_retry_after() {
     let deployment = app.inference.deployments()[0].clone();
     let busy = poll_until(Duration::from_secs(10), || {
         let d = deployment.clone();
-        async move { (d.outstanding() == 1 && d.queue_depth() == 1).then_some(()) }
+        async move { (d.outstanding() == 2 && d.queue_depth() == 1).then_some(()) }
     })
     .await;
     assert!(busy.is_some(), "one request on the worker and one queued");
@@ -262,7 +279,7 @@ async fn a_worker_killed_mid_answer_fails_its_request_cleanly_and_is_replaced() 
     })
     .await
     .expect("the request is on the worker");
-    assert_eq!(app.chaos(&admin, "inference-slow-0", "kill").await.status(), 200);
+    assert_eq!(app.chaos(&admin, "inference-slow-0", "kill").await.status(), 202);
     let response =
         tokio::time::timeout(Duration::from_secs(20), request).await.expect("never hangs").unwrap().unwrap();
     // lost before its first token: tried once more on the restarted worker, or a clean error
