@@ -257,7 +257,14 @@ async fn node() -> anyhow::Result<Node> {
     let explore = ExploreService::new(db.clone(), b"queue-bench-cursor-secret-0123456789");
     let cached = CachedExplore::new(explore.clone(), None, Ttls::from_settings(&settings.cache));
     let inference = castwork::inference::Inference::disabled(&settings.inference);
-    let deps = kinds::KindDeps { settings: settings.clone(), db: db.clone(), explore, cached, inference };
+    let deps = kinds::KindDeps {
+        settings: settings.clone(),
+        db: db.clone(),
+        semantic: castwork::explore::semantic::Semantic::detached(cached.clone(), inference.clone()),
+        explore,
+        cached,
+        inference,
+    };
     let parts = tree::build(
         &settings,
         db.clone(),

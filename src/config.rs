@@ -343,6 +343,8 @@ pub struct CacheSettings {
     pub search_ttl_secs: u64,
     pub categories_ttl_secs: u64,
     pub trending_ttl_secs: u64,
+    /// Lifetime of a stored item summary in the cache.
+    pub summary_ttl_secs: u64,
     pub negative_ttl_secs: u64,
     pub ttl_jitter: f64,
     pub xfetch_beta: f64,
@@ -434,6 +436,13 @@ pub struct ExploreSettings {
     pub view_dedup_window_secs: u64,
     /// Most (user, item) pairs the ViewCounter remembers for that (about 40 bytes each).
     pub view_dedup_max_entries: usize,
+    /// Item changes the semantic indexer applies at once (and texts per embed call).
+    pub semantic_batch_max: usize,
+    /// Item changes waiting for the semantic indexer; past it they are dropped and
+    /// the index is reloaded from the database.
+    pub semantic_queue_capacity: usize,
+    /// How often the semantic indexer reads the vectors other nodes and jobs wrote.
+    pub semantic_sync_secs: u64,
 }
 
 /// `[queue]`: jobs, the outbox relay and events.

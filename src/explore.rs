@@ -18,6 +18,7 @@
 //! | `import.rs` | streaming JSON Lines import (plain or gzip) |
 //! | `maintenance.rs` | whole-catalogue batches: trend rescaling, the full-text index rebuild |
 //! | `warm.rs` | cache warming |
+//! | `semantic.rs` | Explore on inference: summaries, embeddings, the semantic index, rank fusion |
 //! | `views.rs` | the ViewCounter actor: batches view counts and trend updates |
 //! | `tree.rs` | [`tree::child_spec`]: the ViewCounter under supervision |
 
@@ -28,6 +29,7 @@ pub mod import;
 pub mod maintenance;
 pub mod model;
 pub mod read;
+pub mod semantic;
 pub mod tree;
 pub mod trend;
 pub mod validate;

@@ -157,6 +157,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::me))
         .routes(routes!(explore::list))
         .routes(routes!(explore::item))
+        .routes(routes!(explore::summary))
+        .routes(routes!(explore::related))
         .routes(routes!(explore::categories))
         .routes(routes!(explore::trending))
         .routes(routes!(explore::search))

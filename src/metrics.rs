@@ -200,6 +200,20 @@ pub const EXPLORE_VIEW_DEDUP_EVICTIONS_TOTAL: &str = "castwork_explore_view_dedu
 pub const EXPLORE_VIEW_FLUSHES_TOTAL: &str = "castwork_explore_view_flushes_total";
 /// Items imported, by outcome (`inserted`, `updated`, `unchanged`, `rejected`).
 pub const IMPORT_ITEMS_TOTAL: &str = "castwork_import_items_total";
+/// Item summaries served, by outcome: `stored` (already generated), `generated`, `error`.
+pub const EXPLORE_SUMMARIES_TOTAL: &str = "castwork_explore_summaries_total";
+/// Items embedded and stored, by source: `indexer` (an item change), `request` (related items of
+/// an item with no embedding yet), `job` (`embed_items`).
+pub const EXPLORE_EMBEDDINGS_TOTAL: &str = "castwork_explore_embeddings_total";
+/// Vectors in this node's semantic index.
+pub const EXPLORE_SEMANTIC_INDEX_ITEMS: &str = "castwork_explore_semantic_index_items";
+/// Bytes the semantic index's vectors hold.
+pub const EXPLORE_SEMANTIC_INDEX_BYTES: &str = "castwork_explore_semantic_index_bytes";
+/// Item changes through the semantic indexer's queue, by outcome: `applied`, `dropped` (the queue
+/// was full; the index is reloaded).
+pub const EXPLORE_INDEXER_CHANGES_TOTAL: &str = "castwork_explore_indexer_changes_total";
+/// Searches by meaning, by mode (`semantic`, `hybrid`).
+pub const EXPLORE_SEMANTIC_SEARCHES_TOTAL: &str = "castwork_explore_semantic_searches_total";
 
 /// Counts one Explore database read.
 pub fn explore_db_load() {
@@ -232,6 +246,32 @@ pub fn explore_view_flush(outcome: &'static str) {
 /// Counts imported items by outcome.
 pub fn import_items(outcome: &'static str, count: u64) {
     metrics::counter!(IMPORT_ITEMS_TOTAL, "outcome" => outcome).increment(count);
+}
+
+/// Counts one item summary served (or failed), by outcome.
+pub fn explore_summary(outcome: &'static str) {
+    metrics::counter!(EXPLORE_SUMMARIES_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// Counts items embedded and stored, by source.
+pub fn explore_embeddings(source: &'static str, count: usize) {
+    metrics::counter!(EXPLORE_EMBEDDINGS_TOTAL, "source" => source).increment(count as u64);
+}
+
+/// Sets the size of the semantic index.
+pub fn explore_semantic_index(items: usize, bytes: usize) {
+    metrics::gauge!(EXPLORE_SEMANTIC_INDEX_ITEMS).set(items as f64);
+    metrics::gauge!(EXPLORE_SEMANTIC_INDEX_BYTES).set(bytes as f64);
+}
+
+/// Counts item changes through the semantic indexer, by outcome.
+pub fn explore_indexer_changes(outcome: &'static str, count: usize) {
+    metrics::counter!(EXPLORE_INDEXER_CHANGES_TOTAL, "outcome" => outcome).increment(count as u64);
+}
+
+/// Counts one search by meaning.
+pub fn explore_semantic_search(mode: &'static str) {
+    metrics::counter!(EXPLORE_SEMANTIC_SEARCHES_TOTAL, "mode" => mode).increment(1);
 }
 
 /// Events published on an in-process event bus, by bus (`item_changes`).

@@ -19,6 +19,8 @@ use crate::cache::Cache;
 use crate::cache::redis::RedisProbe;
 use crate::config::Settings;
 use crate::explore::ExploreService;
+use crate::explore::semantic::Semantic;
+use crate::explore::tree::IndexerParts;
 use crate::explore::views::ViewMsg;
 use crate::health::probe::DatabaseProbe;
 use crate::health::{HealthMsg, Probe};
@@ -44,6 +46,8 @@ pub struct Parts {
     pub queue: QueueParts,
     /// Inference: the deployments, the handle, the probes.
     pub inference: InferenceParts,
+    /// Explore on inference: the reads and the semantic indexer.
+    pub semantic: IndexerParts,
 }
 
 /// The running actor tree of one node, and where handlers find its actors.
@@ -57,12 +61,14 @@ pub struct Runtime {
     pub queue: Queue,
     /// Inference: chat and embeddings.
     pub inference: Inference,
+    /// Explore's reads on inference: summaries, related items, semantic search.
+    pub semantic: Semantic,
 }
 
 impl Runtime {
     /// Starts the root supervisor over every concern's subtree.
     pub async fn start(settings: &Settings, parts: Parts) -> Result<Self, SpawnErr> {
-        let Parts { db, explore, cache, revocations, queue, inference } = parts;
+        let Parts { db, explore, cache, revocations, queue, inference, semantic } = parts;
         let redis = cache.as_ref().and_then(Cache::l2).cloned();
         let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(DatabaseProbe::new(db))];
         if let Some(l2) = &redis {
@@ -75,7 +81,7 @@ impl Runtime {
         let views = ActorSlot::<ViewMsg>::new("views");
         let mut children = vec![
             health::tree::child_spec(settings, probes, health.clone()),
-            explore::tree::child_spec(settings, explore, views.clone()),
+            explore::tree::child_spec(settings, explore, views.clone(), semantic.clone()),
             auth::sync::child_spec(settings, revocations, redis),
         ];
         if let Some(cache) = cache {
@@ -84,7 +90,14 @@ impl Runtime {
         children.push(queue::tree::child_spec(settings, queue));
         children.push(inference::tree::child_spec(settings, &inference));
         let tree = RootTree::start(settings.supervisor("root"), children).await?;
-        Ok(Self { tree, health, views, queue: handle, inference: inference.inference })
+        Ok(Self {
+            tree,
+            health,
+            views,
+            queue: handle,
+            inference: inference.inference,
+            semantic: semantic.semantic,
+        })
     }
 
     /// Owns a background task of the node under `name`, so shutdown lets it finish

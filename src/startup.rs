@@ -18,10 +18,14 @@ use crate::cache::{Cache, CacheOptions};
 use crate::config::Settings;
 use crate::db::{self, DbError};
 use crate::explore::cached::{CacheSink, CachedExplore, Ttls};
+use crate::explore::semantic::changes::ChangeQueue;
+use crate::explore::semantic::{Semantic, SharedIndex, indexer};
+use crate::explore::tree::IndexerParts;
 use crate::explore::{ExploreService, import, warm};
 use crate::http::{self, AppState};
 use crate::runtime::{Parts, Runtime};
 use crate::server::{self, ServeLimits};
+use crate::supervision::slot::ActorSlot;
 use crate::telemetry;
 
 /// Why a node could not start or stopped abnormally.
@@ -134,19 +138,29 @@ impl Application {
         let cached = CachedExplore::new(explore.clone(), cache.clone(), Ttls::from_settings(&settings.cache));
         let revocations = auth.revocations().clone();
         let inference = crate::inference::tree::build(&settings, cache.clone());
+        let semantic = semantic_parts(&settings, &cached, &inference.inference, &remote_changes);
         let deps = crate::queue::kinds::KindDeps {
             settings: settings.clone(),
             db: db.clone(),
             explore: explore.clone(),
             cached: cached.clone(),
             inference: inference.inference.clone(),
+            semantic: semantic.semantic.clone(),
         };
         let queue =
             crate::queue::tree::build(&settings, db.clone(), remote_changes, local_changes, &deps).await?;
         let runtime = Arc::new(
             Runtime::start(
                 &settings,
-                Parts { db: db.clone(), explore, cache: cache.clone(), revocations, queue, inference },
+                Parts {
+                    db: db.clone(),
+                    explore,
+                    cache: cache.clone(),
+                    revocations,
+                    queue,
+                    inference,
+                    semantic,
+                },
             )
             .await?,
         );
@@ -251,6 +265,24 @@ impl Application {
         tracing::info!("castwork stopped");
         Ok(())
     }
+}
+
+/// Explore's reads on inference and the semantic indexer's parts: its queue takes
+/// the item changes of this node and of the others from here on (after the sample
+/// import: the catalogue is embedded by `embed_items`, and kept current by the
+/// indexer after that).
+fn semantic_parts(
+    settings: &Settings,
+    cached: &CachedExplore,
+    inference: &crate::inference::Inference,
+    remote_changes: &crate::explore::ChangeBus,
+) -> IndexerParts {
+    let index = SharedIndex::new(inference.embedding_model());
+    let semantic = Semantic::new(cached.clone(), inference.clone(), index, cached.ttls().summary);
+    let queue = Arc::new(ChangeQueue::new(settings.explore.semantic_queue_capacity));
+    let slot = ActorSlot::new("semantic-indexer");
+    indexer::watch(&[cached.service().changes(), remote_changes], &queue, &slot);
+    IndexerParts { semantic, queue, slot }
 }
 
 /// The cache described by `[cache]`: `None` when disabled; L1-only without a Redis URL.

@@ -8,6 +8,7 @@ mod m20261125_000001_create_users;
 mod m20261125_000002_create_items;
 mod m20261201_100000_create_revoked_sessions;
 mod m20261201_200000_create_jobs;
+mod m20261215_100000_create_item_inference;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_create_items::Migration),
             Box::new(m20261201_100000_create_revoked_sessions::Migration),
             Box::new(m20261201_200000_create_jobs::Migration),
+            Box::new(m20261215_100000_create_item_inference::Migration),
         ]
     }
 }

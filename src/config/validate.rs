@@ -203,6 +203,7 @@ impl Settings {
             ("cache.search_ttl_secs", cache.search_ttl_secs),
             ("cache.categories_ttl_secs", cache.categories_ttl_secs),
             ("cache.trending_ttl_secs", cache.trending_ttl_secs),
+            ("cache.summary_ttl_secs", cache.summary_ttl_secs),
             ("cache.negative_ttl_secs", cache.negative_ttl_secs),
         ] {
             if secs == 0 {
@@ -237,6 +238,15 @@ impl Settings {
         }
         if self.explore.view_dedup_max_entries < 2 {
             return bad("explore.view_dedup_max_entries", "must be at least 2");
+        }
+        if !(1..=256).contains(&self.explore.semantic_batch_max) {
+            return bad("explore.semantic_batch_max", "must be between 1 and 256");
+        }
+        if self.explore.semantic_queue_capacity == 0 {
+            return bad("explore.semantic_queue_capacity", "must be at least 1");
+        }
+        if self.explore.semantic_sync_secs == 0 {
+            return bad("explore.semantic_sync_secs", "must be at least 1");
         }
         Ok(())
     }

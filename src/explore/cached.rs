@@ -26,6 +26,7 @@ pub struct Ttls {
     pub search: Duration,
     pub categories: Duration,
     pub trending: Duration,
+    pub summary: Duration,
 }
 
 impl Ttls {
@@ -37,6 +38,7 @@ impl Ttls {
             search: Duration::from_secs(s.search_ttl_secs),
             categories: Duration::from_secs(s.categories_ttl_secs),
             trending: Duration::from_secs(s.trending_ttl_secs),
+            summary: Duration::from_secs(s.summary_ttl_secs),
         }
     }
 }
@@ -148,7 +150,8 @@ fn json<T: serde::Serialize>(value: &T) -> Result<CachedValue, LoadError> {
     Ok(CachedValue { body: Bytes::from(body), etag: None, not_found: false })
 }
 
-fn to_load_error(err: ExploreError) -> LoadError {
+/// An [`ExploreError`] as a loader's error, for [`from_cache`] to give back.
+pub(crate) fn to_load_error(err: ExploreError) -> LoadError {
     LoadError::new(SharedExploreError(Arc::new(err)))
 }
 
@@ -157,7 +160,8 @@ fn to_load_error(err: ExploreError) -> LoadError {
 #[error(transparent)]
 struct SharedExploreError(Arc<ExploreError>);
 
-fn from_cache(err: CacheError) -> ReadError {
+/// A cache's answer as a [`ReadError`] (a loader's [`ExploreError`] comes back as itself).
+pub(crate) fn from_cache(err: CacheError) -> ReadError {
     match err {
         CacheError::Timeout => ReadError::Timeout,
         CacheError::LoadTimeout => ReadError::LoadTimeout,
@@ -178,6 +182,11 @@ impl CachedExplore {
     /// The service (for writes and uncached reads).
     pub fn service(&self) -> &ExploreService {
         &self.service
+    }
+
+    /// The time to live of each kind of entry.
+    pub fn ttls(&self) -> Ttls {
+        self.ttls
     }
 
     /// The cache, when enabled.

@@ -97,7 +97,9 @@ pub struct ItemSummary {
     pub published_at: DateTime<Utc>,
     pub views: i64,
     pub version: i64,
-    /// Full-text score (higher is better), when the list was filtered by `q`.
+    /// The ranking's score, higher is better, when the list is ranked: the full-text score
+    /// when filtered by `q`; the cosine similarity (-1 to 1) for related items and
+    /// `mode=semantic`; the reciprocal rank fusion score for `mode=hybrid`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub score: Option<f64>,
@@ -128,6 +130,14 @@ pub struct SearchHit {
     pub title_highlight: String,
     /// A fragment of the body with matches wrapped in `<mark>…</mark>` (the rest HTML-escaped).
     pub snippet: String,
+    /// Its rank (from 1) among the full-text matches; `mode=hybrid` only, when the words matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
+    pub text_rank: Option<u32>,
+    /// Its rank (from 1) by meaning; `mode=hybrid` only, when it was among the nearest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
+    pub semantic_rank: Option<u32>,
 }
 
 /// A category and how many items it holds.

@@ -40,6 +40,9 @@ use super::model::{
 use super::validate::{is_valid_code, is_valid_id};
 use super::{ExploreError, ExploreService};
 
+/// Ids bound in one `IN (...)` list.
+const MAX_IDS_PER_QUERY: usize = 500;
+
 /// Longest accepted `group` filter, in characters.
 const MAX_GROUP_CHARS: usize = 100;
 
@@ -323,6 +326,40 @@ impl ExploreService {
         Ok(rows.into_iter().map(|(r, _)| r.summary).collect())
     }
 
+    /// The summaries of the items among `ids`, in the order of `ids` (ids that
+    /// are not items are left out), for rankings computed elsewhere (semantic
+    /// search, related items).
+    #[tracing::instrument(skip_all, fields(ids = ids.len()))]
+    pub async fn summaries_of(&self, ids: &[String]) -> Result<Vec<ItemSummary>, ExploreError> {
+        let mut found: std::collections::HashMap<String, ItemSummary> = std::collections::HashMap::new();
+        for chunk in ids.chunks(MAX_IDS_PER_QUERY) {
+            self.count_load();
+            let statement = sql::summaries_by_ids(self.dialect(), chunk).into_statement();
+            for row in self.db().query_all_raw(statement).await? {
+                let summary = summary_row(&row, false)?.summary;
+                found.insert(summary.id.clone(), summary);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// [`Self::summaries_of`] as search hits without marked matches: the title
+    /// and the excerpt, HTML-escaped (what a hit found by meaning rather than by
+    /// words shows).
+    pub async fn unmarked_hits(&self, ids: &[String]) -> Result<Vec<SearchHit>, ExploreError> {
+        let summaries = self.summaries_of(ids).await?;
+        Ok(summaries
+            .into_iter()
+            .map(|item| SearchHit {
+                title_highlight: text::render_plain(&item.title),
+                snippet: text::render_plain(&item.excerpt),
+                item,
+                text_rank: None,
+                semantic_rank: None,
+            })
+            .collect())
+    }
+
     /// Items matching the full-text query `q`, best first, with the matches in the
     /// title and a body fragment marked up as `<mark>…</mark>` (all else HTML-escaped).
     #[tracing::instrument(skip_all, fields(limit, cursor = cursor.is_some()))]
@@ -361,6 +398,8 @@ impl ExploreService {
                 item: summary.summary,
                 title_highlight: text::render_highlight(&title_hl),
                 snippet: text::render_highlight(&snippet_hl),
+                text_rank: None,
+                semantic_rank: None,
             });
         }
         Ok(Page { items, next_cursor })

@@ -13,6 +13,8 @@ use serde::Serialize;
 use crate::auth::AuthError;
 use crate::explore::ExploreError;
 use crate::explore::cached::ReadError;
+use crate::explore::semantic::SemanticError;
+use crate::inference::InferenceError;
 use crate::queue::QueueError;
 use crate::queue::store::StoreError;
 use crate::supervision::slot::AskError;
@@ -282,6 +284,12 @@ impl From<StoreError> for ApiError {
 
 impl From<ReadError> for ApiError {
     fn from(err: ReadError) -> Self {
+        Self::from(&err)
+    }
+}
+
+impl From<&ReadError> for ApiError {
+    fn from(err: &ReadError) -> Self {
         match err {
             ReadError::Explore(inner) => Self::from(inner.as_ref()),
             ReadError::Internal(detail) => Self::Internal(format!("cached read: {detail}")),
@@ -300,6 +308,52 @@ impl From<ReadError> for ApiError {
                 message: err.to_string(),
                 retry_after: Duration::from_secs(1),
             },
+        }
+    }
+}
+
+/// Explore's reads on inference: a model that cannot answer now is 503
+/// `inference_unavailable` (429 `rate_limited` when it sheds load), both with
+/// `Retry-After`; a model that refuses the request is a misconfiguration (500).
+impl From<&InferenceError> for ApiError {
+    fn from(err: &InferenceError) -> Self {
+        let unavailable = |retry_after| Self::Unavailable {
+            code: "inference_unavailable",
+            message: err.to_string(),
+            retry_after,
+        };
+        match err {
+            InferenceError::Shed { retry_after } => {
+                Self::TooManyRequests { message: err.to_string(), retry_after: *retry_after }
+            }
+            InferenceError::Unavailable { retry_after, .. } => unavailable(*retry_after),
+            InferenceError::Disabled | InferenceError::Timeout(_) | InferenceError::Failed(_) => {
+                unavailable(Duration::from_secs(1))
+            }
+            InferenceError::Rejected(_)
+            | InferenceError::UnknownModel(_)
+            | InferenceError::WrongKind { .. } => Self::Internal(format!("inference: {err}")),
+        }
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    fn from(err: InferenceError) -> Self {
+        Self::from(&err)
+    }
+}
+
+impl From<SemanticError> for ApiError {
+    fn from(err: SemanticError) -> Self {
+        match &err {
+            SemanticError::NotFound(_) => Self::NotFound(err.to_string()),
+            SemanticError::BadQuery(message) => Self::bad_request("invalid_query", message.clone()),
+            SemanticError::Inference(inner) => Self::from(inner),
+            SemanticError::BadAnswer(_) | SemanticError::Index(_) => {
+                Self::Internal(format!("semantic: {err}"))
+            }
+            SemanticError::Read(inner) => Self::from(inner.as_ref()),
+            SemanticError::Database(inner) => Self::from(inner.as_ref()),
         }
     }
 }
@@ -398,5 +452,26 @@ mod tests {
         assert!(full.into_response().headers().get(header::RETRY_AFTER).is_some());
         let large = ApiError::from(QueueError::PayloadTooLarge { size: 9, max: 1 });
         assert_eq!(large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn a_model_that_cannot_answer_is_503_with_retry_after() {
+        let down = InferenceError::Unavailable {
+            model: "m".into(),
+            reason: "breaker open".into(),
+            retry_after: Duration::from_secs(7),
+        };
+        let e = ApiError::from(SemanticError::Inference(down));
+        assert_eq!((e.status(), e.code()), (StatusCode::SERVICE_UNAVAILABLE, "inference_unavailable"));
+        assert_eq!(e.into_response().headers().get(header::RETRY_AFTER).unwrap(), "7");
+        let off = ApiError::from(InferenceError::Disabled);
+        assert_eq!((off.status(), off.code()), (StatusCode::SERVICE_UNAVAILABLE, "inference_unavailable"));
+        assert!(off.into_response().headers().get(header::RETRY_AFTER).is_some());
+        let shed = ApiError::from(InferenceError::Shed { retry_after: Duration::from_secs(2) });
+        assert_eq!((shed.status(), shed.code()), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+        let misconfigured = ApiError::from(InferenceError::UnknownModel("x".into()));
+        assert_eq!(misconfigured.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let gone = ApiError::from(SemanticError::NotFound("a".into()));
+        assert_eq!((gone.status(), gone.code()), (StatusCode::NOT_FOUND, "not_found"));
     }
 }

@@ -1,19 +1,27 @@
-//! Explore (viewer+): `GET /api/v1/explore/items`, `/items/{id}`, `/categories`,
-//! `/trending`, `/search`.
+//! Explore (viewer+): `GET /api/v1/explore/items`, `/items/{id}`,
+//! `/items/{id}/summary`, `/items/{id}/related`, `/categories`, `/trending`,
+//! `/search` (`mode=text|semantic|hybrid`).
 
 mod params;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-pub use self::params::{CategoriesParams, ListParams, SearchMode, SearchParams, TrendingParams};
+pub use self::params::{
+    CategoriesParams, DEFAULT_RELATED, ListParams, RelatedParams, SearchMode, SearchParams, SummaryParams,
+    TrendingParams,
+};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, IfNoneMatch, Viewer};
-use super::openapi::{DatabaseUnavailable, ErrorBody, Internal, Unauthenticated};
+use super::openapi::{
+    DatabaseUnavailable, ErrorBody, InferenceBusy, InferenceUnavailable, Internal, Unauthenticated,
+};
 use crate::cache::format::CachedValue;
 use crate::explore::model::{DEFAULT_LIMIT, GroupCount, Item, ItemSummary, Page, SearchHit};
+use crate::explore::semantic::GeneratedSummary;
 use crate::explore::views::ViewMsg;
 
 /// A filtered, sorted page of items with a keyset cursor.
@@ -172,32 +180,114 @@ pub async fn trending(
     tag = "explore",
     params(SearchParams),
     responses(
-        (status = 200, description = "One page of hits, best match first.", body = Page<SearchHit>),
-        (status = 400, description = "`q` missing or blank, an unknown or unavailable `mode`, an unknown or \
-            repeated parameter, a value out of range (`invalid_query`), or a bad cursor (`invalid_cursor`).",
-            body = ErrorBody),
+        (status = 200, description = "One page of hits, best match first. `mode=text`: `score` is the \
+            full-text score, matches are marked, `next_cursor` leads on. `mode=semantic`: `score` is the cosine \
+            similarity to `q`, `semantic_rank` the place by meaning, nothing is marked, one page only \
+            (`next_cursor` is `null`). `mode=hybrid`: `score` is the fused score, `text_rank` and \
+            `semantic_rank` say where each ranking placed the hit (absent: not among its first 50), hits that \
+            matched the words are marked, one page only.", body = Page<SearchHit>),
+        (status = 400, description = "`q` missing or blank, an unknown `mode`, a cursor with `mode=semantic` \
+            or `mode=hybrid`, an unknown or repeated parameter, a value out of range (`invalid_query`), or a \
+            bad cursor (`invalid_cursor`).", body = ErrorBody),
         (status = 401, response = Unauthenticated),
+        (status = 429, response = InferenceBusy),
         (status = 500, response = Internal),
-        (status = 503, response = DatabaseUnavailable),
+        (status = 503, response = InferenceUnavailable),
     ),
     security(("bearer" = [])),
 )]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(mode))]
 pub async fn search(
     State(state): State<AppState>,
     _caller: Viewer,
     ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Response, ApiError> {
-    match params.mode.unwrap_or_default() {
-        SearchMode::Text => {}
-        SearchMode::Semantic | SearchMode::Hybrid => {
-            let message = "semantic and hybrid search are not available yet; use mode=text";
-            return Err(ApiError::bad_request("invalid_query", message));
-        }
-    }
+    let mode = params.mode.unwrap_or_default();
+    tracing::Span::current().record("mode", tracing::field::debug(mode));
     let q = params.q.ok_or_else(|| ApiError::bad_request("invalid_query", "parameter 'q' is required"))?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-    Ok(json_response(state.explore().search(&q, limit, params.cursor.as_deref()).await?))
+    if mode != SearchMode::Text && params.cursor.is_some() {
+        let message =
+            "mode=semantic and mode=hybrid answer one page: leave out 'cursor' (it is for mode=text)";
+        return Err(ApiError::bad_request("invalid_query", message));
+    }
+    let semantic = &state.runtime().semantic;
+    match mode {
+        SearchMode::Text => {
+            Ok(json_response(state.explore().search(&q, limit, params.cursor.as_deref()).await?))
+        }
+        SearchMode::Semantic => Ok(Json(semantic.semantic_search(&q, limit).await?).into_response()),
+        SearchMode::Hybrid => Ok(Json(semantic.hybrid_search(&q, limit).await?).into_response()),
+    }
+}
+
+/// The path parameter of the routes under an item.
+const ITEM_ID: &str = "The item id, e.g. `2506.20941` or `cond-mat/9909265`, percent-encoded as one path segment \
+    (`cond-mat%2F9909265`).";
+
+/// Two sentences about an item by the configured chat model (`inference.chat_model`): generated at the
+/// first request and stored; generated again when the item's title or body changes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/explore/items/{id}/summary",
+    operation_id = "getItemSummary",
+    tag = "explore",
+    params(("id" = String, Path, description = ITEM_ID, example = "2506.20941"), SummaryParams),
+    responses(
+        (status = 200, description = "The summary; `cached` is false when this request waited for its \
+            generation (concurrent requests share one).", body = GeneratedSummary),
+        (status = 400, description = "Any query parameter (`invalid_query`): this route takes none; or an id \
+            that is not valid percent-encoded UTF-8 (`invalid_path`).", body = ErrorBody),
+        (status = 401, response = Unauthenticated),
+        (status = 404, description = "No item with that id (`not_found`).", body = ErrorBody),
+        (status = 429, response = InferenceBusy),
+        (status = 500, response = Internal),
+        (status = 503, response = InferenceUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
+#[tracing::instrument(skip_all, fields(item = %id))]
+pub async fn summary(
+    State(state): State<AppState>,
+    _caller: Viewer,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(_): ApiQuery<SummaryParams>,
+) -> Result<Json<GeneratedSummary>, ApiError> {
+    Ok(Json(state.runtime().semantic.summary(&id).await?))
+}
+
+/// The items nearest in meaning to an item (by the cosine similarity of their embeddings), itself left
+/// out. An item with no embedding yet is embedded first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/explore/items/{id}/related",
+    operation_id = "listRelatedItems",
+    tag = "explore",
+    params(("id" = String, Path, description = ITEM_ID, example = "2506.20941"), RelatedParams),
+    responses(
+        (status = 200, description = "The nearest items, best first, `score` the cosine similarity. One page \
+            only: `next_cursor` is always `null`.", body = Page<ItemSummary>),
+        (status = 400, description = "An unknown or repeated parameter, or `limit` out of range \
+            (`invalid_query`); or an id that is not valid percent-encoded UTF-8 (`invalid_path`).",
+            body = ErrorBody),
+        (status = 401, response = Unauthenticated),
+        (status = 404, description = "No item with that id (`not_found`).", body = ErrorBody),
+        (status = 429, response = InferenceBusy),
+        (status = 500, response = Internal),
+        (status = 503, response = InferenceUnavailable),
+    ),
+    security(("bearer" = [])),
+)]
+#[tracing::instrument(skip_all, fields(item = %id))]
+pub async fn related(
+    State(state): State<AppState>,
+    _caller: Viewer,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<RelatedParams>,
+) -> Result<Json<Page<ItemSummary>>, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_RELATED);
+    let items = state.runtime().semantic.related(&id, limit).await?;
+    Ok(Json(Page { items, next_cursor: None }))
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::cache::bypass::BypassStats;
 use crate::explore::model::{
     CategoryCount, GroupCount, Item, ItemInput, ItemPatch, ItemSummary, Page, SearchHit, Sort,
 };
+use crate::explore::semantic::GeneratedSummary;
 use crate::explore::warm::WarmReport;
 use crate::health::{ComponentHealth, ComponentStatus};
 use crate::queue::model::{JobState, JobView, Progress};
@@ -77,6 +78,7 @@ a generated UUID).";
             Page<ItemSummary>,
             Page<SearchHit>,
             SearchHit,
+            GeneratedSummary,
             CategoryCount,
             GroupCount,
             ItemInput,
@@ -120,6 +122,8 @@ a generated UUID).";
             PreconditionRequired,
             Internal,
             DatabaseUnavailable,
+            InferenceBusy,
+            InferenceUnavailable,
         ),
     ),
     modifiers(&BearerScheme),
@@ -127,7 +131,8 @@ a generated UUID).";
         (name = "health", description = "Liveness, readiness and component health; public."),
         (name = "auth", description = "Login, token refresh and logout, and who the caller is."),
         (name = "explore", description = "Reading the catalogue (viewer or above): filtered lists with \
-            keyset cursors, items with `ETag`s, categories, trending items and full-text search."),
+            keyset cursors, items with `ETag`s, categories, trending items, full-text, semantic and hybrid \
+            search, and (through the configured models) item summaries and related items."),
         (name = "items", description = "Writing the catalogue (editor or above), with optimistic concurrency: \
             `PUT` and `PATCH` need `If-Match` with the item's `ETag`."),
         (name = "admin", description = "Users, login counters, the cache, the live actor tree and fault \
@@ -346,6 +351,18 @@ reusable_responses! {
     DatabaseUnavailable => error_response("The database is unavailable (`database_unavailable`).")
         .header("Retry-After", retry_after())
         .build();
+    /// 429 when the models shed load.
+    InferenceBusy => error_response("Every inference backend's queue is full (`rate_limited`).")
+        .header("Retry-After", retry_after())
+        .build();
+    /// 503 from a route that needs a model (or the database).
+    InferenceUnavailable => error_response(
+        "No model can answer now: inference is disabled, its backends are down or their breakers open, or \
+         it timed out (`inference_unavailable`); or the database is unavailable (`database_unavailable`), or \
+         the cache did not answer in time (`cache_timeout`, `cache_load_timeout`, `overloaded`).",
+    )
+    .header("Retry-After", retry_after())
+    .build();
 }
 
 #[cfg(test)]

@@ -7,13 +7,18 @@
 //! | `recompute_trending` | `recompute_trending.rs` | trending scores re-encoded under the configured half-life |
 //! | `rebuild_search_index` | `rebuild_search_index.rs` | the full-text index rebuilt |
 //! | `backup` | `backup.rs` | a consistent snapshot of the database to `<data_dir>/backups/` |
+//! | `embed_items` | `embed_items.rs` | embeddings of the items that lack a current one (`derive.rs`: the walk) |
+//! | `summarize_items` | `summarize_items.rs` | summaries of the items that lack a current one |
 //! | `noop_sleep` | `noop.rs` | a controllable job for tests |
 
 pub mod backup;
+pub mod derive;
+pub mod embed_items;
 pub mod import_catalog;
 pub mod noop;
 pub mod rebuild_search_index;
 pub mod recompute_trending;
+pub mod summarize_items;
 pub mod support;
 pub mod warm_cache;
 
@@ -35,6 +40,8 @@ pub struct KindDeps {
     pub cached: CachedExplore,
     /// Generation and embeddings (the summarize and embed kinds).
     pub inference: crate::inference::Inference,
+    /// Explore's reads on inference and the node's semantic index.
+    pub semantic: crate::explore::semantic::Semantic,
 }
 
 /// Every kind this node runs (`noop_sleep` only with `queue.test_jobs`).
@@ -48,6 +55,8 @@ pub fn handlers(deps: &KindDeps) -> Handlers {
     ));
     handlers.register(rebuild_search_index::RebuildSearchIndex::new(deps.db.clone()));
     handlers.register(backup::Backup { settings: deps.settings.clone(), db: deps.db.clone() });
+    handlers.register(embed_items::EmbedItems::new(deps.semantic.clone()));
+    handlers.register(summarize_items::SummarizeItems::new(deps.semantic.clone()));
     if deps.settings.queue.test_jobs {
         handlers.register(noop::NoopSleep);
     }

@@ -47,7 +47,14 @@ impl Node {
         let explore = ExploreService::new(db.clone(), b"cursor-secret-for-tests-0123456789");
         let cached = CachedExplore::new(explore.clone(), None, Ttls::from_settings(&settings.cache));
         let inference = crate::inference::Inference::disabled(&settings.inference);
-        let deps = kinds::KindDeps { settings: settings.clone(), db: db.clone(), explore, cached, inference };
+        let deps = kinds::KindDeps {
+            settings: settings.clone(),
+            db: db.clone(),
+            semantic: crate::explore::semantic::Semantic::detached(cached.clone(), inference.clone()),
+            explore,
+            cached,
+            inference,
+        };
         let remote = change::change_bus();
         let parts: QueueParts = tree::build(
             &settings,

@@ -39,5 +39,6 @@ mod queue_amqp;
 mod queue_events;
 mod redis_outage;
 mod revocation_sync;
+mod semantic;
 mod sessions;
 mod views;

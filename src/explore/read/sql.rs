@@ -270,6 +270,22 @@ pub(super) fn search_page(dialect: Dialect, plan: &Plan) -> Option<Sql> {
     Some(sql)
 }
 
+/// The summaries of the items among `ids` (no score, no order).
+pub(super) fn summaries_by_ids(dialect: Dialect, ids: &[String]) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("SELECT ");
+    summary_columns(&mut sql);
+    sql.push(", CAST(NULL AS DOUBLE PRECISION) AS score FROM items WHERE items.id IN (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(id.clone());
+    }
+    sql.push(")");
+    sql
+}
+
 /// The full row of one item.
 pub(super) fn item(dialect: Dialect, id: &str) -> Sql {
     let mut sql = Sql::new(dialect);

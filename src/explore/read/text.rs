@@ -58,6 +58,12 @@ pub(super) fn drop_source_sentinels(raw: &str, highlighted: &str) -> String {
     out
 }
 
+/// Plain text → HTML: escaped, with no marks (sentinels in the text are dropped).
+pub(super) fn render_plain(text: &str) -> String {
+    let unmarked: String = text.chars().filter(|c| !is_sentinel(*c)).collect();
+    render_highlight(&unmarked)
+}
+
 /// Engine output → HTML: text escaped, balanced sentinel pairs as `<mark>…</mark>`,
 /// stray sentinels dropped.
 pub(super) fn render_highlight(highlighted: &str) -> String {
@@ -107,6 +113,11 @@ mod tests {
         let e = excerpt(&unbroken);
         assert_eq!(e.chars().count(), EXCERPT_CHARS + 1);
         assert!(e.ends_with("é…"));
+    }
+
+    #[test]
+    fn plain_text_is_escaped_and_never_marked() {
+        assert_eq!(render_plain("a<b> & \u{E000}c\u{E001}"), "a&lt;b&gt; &amp; c");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::de::{Deserializer, Error as _};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::explore::model::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, MAX_QUERY_CHARS, MAX_TAG_FILTERS, Sort};
+use crate::explore::semantic::search::MAX_RELATED;
 use crate::http::extract::query_params;
 
 /// `GET /api/v1/explore/items`: filters (all that are given must match), order and page.
@@ -82,7 +83,9 @@ pub struct SearchParams {
         example = "diffusion transformer")]
     #[serde(default, deserialize_with = "text")]
     pub q: Option<String>,
-    /// Only `text` (the default) is available; `semantic` and `hybrid` are refused with 400 for now.
+    /// How `q` is matched: `text` (the default) by its words, with highlights and a cursor;
+    /// `semantic` by meaning (embedding similarity); `hybrid` both, fused by reciprocal rank.
+    /// `semantic` and `hybrid` answer one page of `limit` hits (no cursor).
     #[param(inline, example = "text")]
     #[serde(default)]
     pub mode: Option<SearchMode>,
@@ -90,8 +93,8 @@ pub struct SearchParams {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     #[serde(default, deserialize_with = "limit")]
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page, with the same `q`. Opaque: only a cursor this API
-    /// issued for the same query is accepted.
+    /// The `next_cursor` of the previous page, with the same `q` (`mode=text` only). Opaque: only a
+    /// cursor this API issued for the same query is accepted.
     #[param(min_length = 24, max_length = 1024, pattern = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$")]
     pub cursor: Option<String>,
 }
@@ -103,11 +106,28 @@ pub enum SearchMode {
     /// Full-text search.
     #[default]
     Text,
-    /// By embedding similarity; not available yet.
+    /// By meaning: cosine similarity of the embeddings of `q` and of each item.
     Semantic,
-    /// Full-text and embeddings combined; not available yet.
+    /// Full-text and semantic rankings fused by reciprocal rank (k = 60).
     Hybrid,
 }
+
+/// `GET /api/v1/explore/items/{id}/related`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RelatedParams {
+    /// How many items; 10 when left out.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 50)]
+    #[serde(default, deserialize_with = "related_limit")]
+    pub limit: Option<u32>,
+}
+
+/// `GET /api/v1/explore/items/{id}/summary` takes no parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryParams {}
 
 /// `GET /api/v1/explore/trending`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -126,7 +146,19 @@ pub struct TrendingParams {
 #[into_params(parameter_in = Query)]
 pub struct CategoriesParams {}
 
-query_params!(ListParams, SearchParams, TrendingParams, CategoriesParams);
+query_params!(ListParams, SearchParams, TrendingParams, CategoriesParams, RelatedParams, SummaryParams);
+
+/// How many related items are shown when `limit` is left out.
+pub const DEFAULT_RELATED: u32 = 10;
+
+/// A related-items count from 1 to [`MAX_RELATED`].
+fn related_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.parse::<u32>() {
+        Ok(n) if (1..=MAX_RELATED).contains(&n) => Ok(Some(n)),
+        _ => Err(D::Error::custom(format_args!("must be an integer from 1 to {MAX_RELATED}"))),
+    }
+}
 
 /// A page size from 1 to [`MAX_LIMIT`].
 fn limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
@@ -252,5 +284,8 @@ mod tests {
         assert!(refusal(parse_query::<TrendingParams>(Some("q=x"))).contains("'q'"));
         assert!(parse_query::<CategoriesParams>(None).is_ok());
         assert!(refusal(parse_query::<CategoriesParams>(Some("limit=1"))).contains("takes none"));
+        assert_eq!(parse_query::<RelatedParams>(Some("limit=50")).unwrap().limit, Some(50));
+        assert!(refusal(parse_query::<RelatedParams>(Some("limit=51"))).contains("from 1 to 50"));
+        assert!(refusal(parse_query::<SummaryParams>(Some("x=1"))).contains("'x'"));
     }
 }

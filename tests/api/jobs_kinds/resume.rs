@@ -59,7 +59,14 @@ async fn node(backend: Backend) -> Node {
     let reader = std::io::Cursor::new(seed.join("\n").into_bytes());
     import_reader(&db, explore.changes(), reader, &ImportOptions::default(), &()).await.unwrap();
     let inference = castwork::inference::Inference::disabled(&settings.inference);
-    let deps = KindDeps { settings: Arc::new(settings), db: db.clone(), explore, cached, inference };
+    let deps = KindDeps {
+        settings: Arc::new(settings),
+        db: db.clone(),
+        semantic: castwork::explore::semantic::Semantic::detached(cached.clone(), inference.clone()),
+        explore,
+        cached,
+        inference,
+    };
     Node {
         handler: ImportCatalog::new(&deps),
         store: JobStore::new(db.clone(), 100),
