@@ -157,7 +157,7 @@ async fn bad_parameters_are_4xx(backend: Backend) {
     assert_eq!(status, 200);
     for path in [
         "/api/v1/explore/search",
-        "/api/v1/explore/search?q=x&mode=semantic",
+        "/api/v1/explore/search?q=x&mode=bogus",
         "/api/v1/explore/trending?limit=0",
     ] {
         let (status, body) = app.get_json(path, Some(&token)).await;
