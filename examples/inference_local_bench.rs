@@ -90,6 +90,35 @@ async fn generate(backend: &LocalBackend, prompt: &str) -> anyhow::Result<Run> {
     bail!("the stream ended without its finish")
 }
 
+/// CPU time (user and system) this process has used, in seconds, from
+/// /proc/self/stat (Linux; 10 ms ticks); `None` elsewhere. With it, a result
+/// says how many cores it got, which the wall clock alone hides on a shared machine.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
+/// Wall and CPU time from a start.
+struct Clock {
+    wall: Instant,
+    cpu: Option<f64>,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self { wall: Instant::now(), cpu: cpu_seconds() }
+    }
+
+    /// (wall seconds, CPU seconds).
+    fn read(&self) -> (f64, f64) {
+        let cpu = self.cpu.zip(cpu_seconds()).map_or(f64::NAN, |(from, to)| to - from);
+        (self.wall.elapsed().as_secs_f64(), cpu)
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -110,8 +139,8 @@ async fn main() -> anyhow::Result<()> {
     writeln!(out, "models in {}, {rounds} round(s), {kernel_threads}", models_dir.display())?;
 
     // one request, weights as shipped against requantised, one compute thread
-    writeln!(out, "\n| weights | load | first token | decoding, 1 request |")?;
-    writeln!(out, "|---|---|---|---|")?;
+    writeln!(out, "\n| weights | load | first token | decoding, 1 request | tokens per CPU-second |")?;
+    writeln!(out, "|---|---|---|---|---|")?;
     let mut single_q8 = 0.0;
     for weights in [ChatWeights::AsShipped, ChatWeights::Q8_0] {
         let started = Instant::now();
@@ -120,12 +149,14 @@ async fn main() -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || LocalBackend::load_with(&settings, weights)).await??;
         let load = started.elapsed();
         generate(&backend, PROMPTS[0]).await?; // warm-up
-        let mut firsts = Vec::new();
-        let mut rates = Vec::new();
+        let (mut firsts, mut rates, mut per_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
+            let clock = Clock::start();
             let run = generate(&backend, PROMPTS[0]).await?;
+            let (_, cpu) = clock.read();
             firsts.push(run.first_token.as_secs_f64() * 1000.0);
             rates.push(run.decode_rate());
+            per_cpu.push(f64::from(run.tokens) / cpu);
         }
         let rate = median(rates);
         if weights == ChatWeights::Q8_0 {
@@ -137,9 +168,10 @@ async fn main() -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "| {name} | {:.2} s | {:.0} ms | {rate:.1} tokens/s |",
+            "| {name} | {:.2} s | {:.0} ms | {rate:.1} tokens/s | {:.1} |",
             load.as_secs_f64(),
-            median(firsts)
+            median(firsts),
+            median(per_cpu)
         )?;
     }
 
@@ -148,24 +180,34 @@ async fn main() -> anyhow::Result<()> {
     let backend = tokio::task::spawn_blocking(move || LocalBackend::load(&settings)).await??;
     let threads = backend.compute().threads();
     generate(&backend, PROMPTS[0]).await?; // warm-up
-    let mut singles = Vec::new();
-    let mut aggregates = Vec::new();
+    let (mut singles, mut aggregates) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let started = Instant::now();
+        let clock = Clock::start();
         let run = generate(&backend, PROMPTS[0]).await?;
-        singles.push(f64::from(run.tokens) / started.elapsed().as_secs_f64());
-        let started = Instant::now();
+        singles.push((f64::from(run.tokens), clock.read()));
+        let clock = Clock::start();
         let runs = futures::future::join_all(PROMPTS.iter().map(|p| generate(&backend, p))).await;
         let tokens: u32 = runs.into_iter().map(|r| r.map(|r| r.tokens)).sum::<anyhow::Result<u32>>()?;
-        aggregates.push(f64::from(tokens) / started.elapsed().as_secs_f64());
+        aggregates.push((f64::from(tokens), clock.read()));
     }
-    let (single, aggregate) = (median(singles), median(aggregates));
-    writeln!(out, "\n| Q8_0, {threads} compute threads | tokens/s (prompt included) | ratio |")?;
-    writeln!(out, "|---|---|---|")?;
-    writeln!(out, "| 1 request | {single:.1} | 1.00 |")?;
+    let summary = |runs: &[(f64, (f64, f64))]| {
+        (
+            median(runs.iter().map(|(tokens, (wall, _))| tokens / wall).collect()),
+            median(runs.iter().map(|(_, (wall, cpu))| cpu / wall).collect()),
+            median(runs.iter().map(|(tokens, (_, cpu))| tokens / cpu).collect()),
+        )
+    };
+    let (single, single_cores, single_cpu) = summary(&singles);
+    let (aggregate, aggregate_cores, aggregate_cpu) = summary(&aggregates);
     writeln!(
         out,
-        "| {CONCURRENT} concurrent requests, aggregate | {aggregate:.1} | {:.2} |",
+        "\n| Q8_0, {threads} compute threads | tokens/s (prompt included) | ratio | cores used | tokens per CPU-second |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    writeln!(out, "| 1 request | {single:.1} | 1.00 | {single_cores:.2} | {single_cpu:.1} |")?;
+    writeln!(
+        out,
+        "| {CONCURRENT} concurrent requests, aggregate | {aggregate:.1} | {:.2} | {aggregate_cores:.2} | {aggregate_cpu:.1} |",
         aggregate / single
     )?;
 
@@ -176,25 +218,25 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     backend.embed(EMBEDDING_MODEL, texts.clone()).await?; // warm-up
-    let mut batched = Vec::new();
-    let mut single_calls = Vec::new();
+    let (mut batched, mut single_calls) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        let started = Instant::now();
+        let clock = Clock::start();
         backend.embed(EMBEDDING_MODEL, texts.clone()).await?;
-        batched.push(TEXTS as f64 / started.elapsed().as_secs_f64());
-        let started = Instant::now();
+        batched.push((TEXTS as f64, clock.read()));
+        let clock = Clock::start();
         for text in &texts {
             backend.embed(EMBEDDING_MODEL, vec![text.clone()]).await?;
         }
-        single_calls.push(TEXTS as f64 / started.elapsed().as_secs_f64());
+        single_calls.push((TEXTS as f64, clock.read()));
     }
-    let (batched, single_calls) = (median(batched), median(single_calls));
-    writeln!(out, "\n| embeddings, {TEXTS} texts | texts/s | ratio |")?;
-    writeln!(out, "|---|---|---|")?;
-    writeln!(out, "| {TEXTS} calls of 1 text | {single_calls:.1} | 1.00 |")?;
+    let (batched, _, batched_cpu) = summary(&batched);
+    let (single_calls, _, single_calls_cpu) = summary(&single_calls);
+    writeln!(out, "\n| embeddings, {TEXTS} texts | texts/s | ratio | texts per CPU-second |")?;
+    writeln!(out, "|---|---|---|---|")?;
+    writeln!(out, "| {TEXTS} calls of 1 text | {single_calls:.1} | 1.00 | {single_calls_cpu:.1} |")?;
     writeln!(
         out,
-        "| 1 call of {TEXTS} texts (one forward pass) | {batched:.1} | {:.2} |",
+        "| 1 call of {TEXTS} texts (one forward pass) | {batched:.1} | {:.2} | {batched_cpu:.1} |",
         batched / single_calls
     )?;
     writeln!(out, "\nRESULT decode_q8_0={single_q8:.1} aggregate_ratio={:.2}", aggregate / single)?;

@@ -286,8 +286,9 @@ fn run_generation(
 /// splits each CPU kernel over a process-wide pool (`CANDLE_NUM_THREADS`, float
 /// matrix products over rayon's, `RAYON_NUM_THREADS`; both default to one thread
 /// per core) that serves one caller at a time and spins while waiting: concurrent
-/// generations would take turns, and on a busy machine decoding drops tenfold
-/// (docs/BENCHMARKS.md). candle reads them once, at its first kernel call.
+/// generations would take turns, at twice the CPU per token, and on a busy
+/// machine decoding is about nine times slower (docs/BENCHMARKS.md). candle
+/// reads them once, at its first kernel call.
 fn check_kernel_threads() {
     let unpinned: Vec<String> = [env::CANDLE_NUM_THREADS, env::RAYON_NUM_THREADS]
         .into_iter()
