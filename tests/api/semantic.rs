@@ -28,7 +28,7 @@ impl TestApp {
     }
 
     async fn wait_slow_job(&self, id: &str) -> JobView {
-        let view = poll_until(Duration::from_secs(600), || async {
+        let view = poll_until(Duration::from_secs(1500), || async {
             let row = self.queue.store().get(id).await.unwrap()?;
             let view = JobView::from_model(row, chrono::Utc::now());
             view.state.is_terminal().then_some(view)

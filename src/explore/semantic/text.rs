@@ -10,8 +10,10 @@
 
 use sha2::{Digest, Sha256};
 
-/// Most characters of an item an embedding reads (title included).
-pub const EMBEDDING_MAX_CHARS: usize = 1_000;
+/// Most characters of an item an embedding reads (title included): about 130
+/// tokens, the length all-MiniLM-L6-v2 was trained on; the title and the opening
+/// of the abstract carry the topic, and the cost of a text grows with its length.
+pub const EMBEDDING_MAX_CHARS: usize = 600;
 /// Most characters of an item a summary reads (title included).
 pub const SUMMARY_MAX_CHARS: usize = 1_500;
 
