@@ -3,7 +3,9 @@
 //! and `GET /v1/models`. A castwork access token is the Bearer key, so OpenAI's SDKs
 //! work when their base URL points at castwork's `/v1`.
 //!
-//! Errors have OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+//! Errors have OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`,
+//! except a 401 from the authentication layer, which has castwork's (`code` and
+//! `message`, which OpenAI's SDKs read too).
 //! Bounds (`[inference]`): messages, characters, `max_tokens`, inputs; past them 400.
 //! Each user spends at most its role's tokens per minute (`[inference.budget]`);
 //! past it 429 with `Retry-After`.
@@ -28,6 +30,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Viewer;
+use super::openapi::Unauthenticated;
 use crate::auth::{Principal, Role as UserRole};
 use crate::inference::backend::{BackendError, Delta, ModelKind, Usage};
 use crate::inference::budget::{self, OverBudget, Reservation};
@@ -540,7 +543,7 @@ fn completion_id() -> String {
             `miss`, `bypass` or `off`; `x-castwork-backend` names the backend that answered.",
             body = ChatCompletion),
         (status = 400, description = "A bound or value refused (`param` names the field).", body = V1ErrorBody),
-        (status = 401, description = "No or a bad access token.", body = V1ErrorBody),
+        (status = 401, response = Unauthenticated),
         (status = 404, description = "Unknown model (`model_not_found`).", body = V1ErrorBody),
         (status = 429, description = "The backends' queues are full (`overloaded`) or the user's token budget \
             is spent (`token_budget_exceeded`); `Retry-After` says when to come back.", body = V1ErrorBody),
@@ -680,7 +683,7 @@ fn stream_error(err: &BackendError) -> serde_json::Value {
     responses(
         (status = 200, description = "One L2-normalised vector per input, in order.", body = EmbeddingList),
         (status = 400, description = "A bound or value refused (`param` names the field).", body = V1ErrorBody),
-        (status = 401, description = "No or a bad access token.", body = V1ErrorBody),
+        (status = 401, response = Unauthenticated),
         (status = 404, description = "Unknown model (`model_not_found`).", body = V1ErrorBody),
         (status = 429, description = "Overloaded, or the token budget is spent; see `Retry-After`.", body = V1ErrorBody),
         (status = 503, description = "No backend can serve the model now, with `Retry-After`.", body = V1ErrorBody),
@@ -766,7 +769,7 @@ pub async fn embeddings(
     tag = "inference",
     responses(
         (status = 200, description = "The models this node routes, chat and embedding.", body = ModelList),
-        (status = 401, description = "No or a bad access token.", body = V1ErrorBody),
+        (status = 401, response = Unauthenticated),
     ),
     security(("bearer" = [])),
 )]
